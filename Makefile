@@ -1,0 +1,77 @@
+# TaskQ - thin wrapper around CMake and the private test servers.
+#
+#   make run     install missing packages, build, start private PostgreSQL and
+#                Redis under .run/, migrate, run taskqd with the bundled plugins
+#   make test    the same set-up, then the whole suite under CTest, in the
+#                normal build and again under ASan+UBSan
+#   make stop    stop the private servers
+#   make deb     build the Debian package (see packaging/)
+
+SHELL := /bin/bash
+BUILD ?= build
+BUILD_SAN ?= build-san
+JOBS ?= $(shell nproc)
+CONF ?= etc/taskq-dev.conf
+SERVERS := scripts/servers.sh
+PG_PORT ?= 55432
+REDIS_PORT ?= 56379
+export TASKQ_PG_PORT := $(PG_PORT)
+export TASKQ_REDIS_PORT := $(REDIS_PORT)
+
+.PHONY: all deps build build-san servers run stop test test-unit test-build test-san check-config clean distclean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DTASKQ_WERROR=ON >/dev/null
+
+$(BUILD_SAN)/CMakeCache.txt:
+	cmake -S . -B $(BUILD_SAN) -DTASKQ_WERROR=ON -DTASKQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+
+build: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+build-san: deps $(BUILD_SAN)/CMakeCache.txt
+	cmake --build $(BUILD_SAN) -j $(JOBS)
+
+servers: deps
+	@$(SERVERS) start
+
+stop:
+	@$(SERVERS) stop
+
+# TASKQ_DATABASE_URL / TASKQ_REDIS_URL, when set, point at existing servers.
+run: build
+	@if [ -z "$$TASKQ_DATABASE_URL" ] || [ -z "$$TASKQ_REDIS_URL" ]; then $(SERVERS) start; fi
+	@set -a; eval "$$($(SERVERS) env | grep -v -e "^TASKQ_DATABASE_URL=$${TASKQ_DATABASE_URL:+.}" -e "^TASKQ_REDIS_URL=$${TASKQ_REDIS_URL:+.}")"; set +a; \
+	export TASKQ_PLUGIN_DIR=$${TASKQ_PLUGIN_DIR:-$(BUILD)/plugins}; \
+	$(BUILD)/core/taskqd -c $(CONF) migrate && \
+	listen=$${TASKQ_LISTEN:-127.0.0.1:8080}; \
+	echo "taskqd: listening on http://$$listen  (Ctrl-C stops; 'make stop' stops the servers)"; \
+	echo "  curl -s -XPOST $$listen/v1/jobs -H 'Content-Type: application/json' -d '{\"type\":\"echo\",\"payload\":{\"x\":1}}'"; \
+	exec $(BUILD)/core/taskqd -c $(CONF)
+
+test-env = set -a; eval "$$($(SERVERS) env)"; set +a; \
+	export TASKQ_TEST_PG_URL=postgresql://taskq@127.0.0.1:$(PG_PORT)/postgres \
+	       TASKQ_TEST_REDIS_URL=redis://127.0.0.1:$(REDIS_PORT)/0 \
+	       TASKQ_TEST_SERVERS=$(CURDIR)/$(SERVERS)
+
+test: build build-san servers
+	@$(test-env); cd $(BUILD) && ctest --output-on-failure --timeout 600
+	@$(test-env); export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1; \
+	cd $(BUILD_SAN) && ctest --output-on-failure --timeout 600
+
+test-unit: build
+	cd $(BUILD) && ctest --output-on-failure -L unit
+
+check-config: build
+	$(BUILD)/core/taskqd -c $(CONF) --check-config
+
+clean:
+	rm -rf $(BUILD) $(BUILD_SAN)
+
+distclean: stop clean
+	rm -rf .run

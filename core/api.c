@@ -1,0 +1,902 @@
+/*
+ * api.c - the REST API on libmicrohttpd.
+ *
+ * libmicrohttpd runs its own pool of threads (one epoll loop each) and
+ * keeps HTTP/1.1 connections alive.  A request is handled in three steps
+ * on its connection's thread:
+ *
+ *   first call     route it; answer at once what needs no body (GET, 404,
+ *                  405) and what can be refused from the headers alone
+ *                  (415, 413 from Content-Length)
+ *   data calls     append the body to a buffer bounded by max_body_bytes
+ *   last call      parse, validate, COMMIT, dispatch, answer 201
+ *
+ * Every error path answers before tq_store_insert() or instead of it, so a
+ * refused request changes nothing.
+ */
+#include "api.h"
+
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "config.h"
+#include "dispatch.h"
+#include "log.h"
+#include "plugin_host.h"
+#include "request.h"
+#include "scheduler.h"
+#include "store.h"
+
+/* Idle time after which a connection is closed (seconds). */
+#define API_CONNECTION_TIMEOUT_S 30
+/* Body limit when the configuration gives none. */
+#define API_DEFAULT_MAX_BODY (1024 * 1024)
+/* Once a too-large chunked body passed the limit by this much more, stop
+ * reading it and drop the connection. */
+#define API_DISCARD_SLACK (1024 * 1024)
+#define API_LIST_LIMIT_DEFAULT 50
+#define API_LIST_LIMIT_MAX 1000
+
+#define CONTENT_TYPE_JSON "application/json"
+
+static const char ALLOW_COLLECTION[] = "GET, HEAD, POST";
+static const char ALLOW_ITEM[] = "GET, HEAD";
+
+struct tq_api {
+	struct MHD_Daemon *mhd;
+	struct tq_api_deps deps;
+	size_t max_body;
+};
+
+/* One request, from its first call to MHD_OPTION_NOTIFY_COMPLETED. */
+struct api_request {
+	struct tq_api_route route;
+	struct timespec start;
+	char *body;
+	size_t len;
+	size_t cap;
+	uint64_t discarded; /* bytes dropped after the body passed the limit */
+	const char *method; /* libmicrohttpd's, valid for the request */
+	const char *url;
+	bool too_large;
+	bool responded;
+	char job_id[37]; /* of the created job, for the log line */
+};
+
+/* --- routing (pure) ----------------------------------------------------- */
+
+static bool method_is(const char *method, const char *name)
+{
+	return strcmp(method, name) == 0;
+}
+
+static bool method_is_get(const char *method)
+{
+	return method_is(method, MHD_HTTP_METHOD_GET) ||
+	       method_is(method, MHD_HTTP_METHOD_HEAD);
+}
+
+/* 8-4-4-4-12 hexadecimal digits. */
+static bool uuid_text_valid(const char *s)
+{
+	size_t i;
+
+	for (i = 0; i < 36; i++) {
+		char c = s[i];
+
+		if (i == 8 || i == 13 || i == 18 || i == 23) {
+			if (c != '-')
+				return false;
+		} else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+			     (c >= 'A' && c <= 'F'))) {
+			return false;
+		}
+	}
+	return s[36] == '\0';
+}
+
+void tq_api_route(const char *method, const char *path,
+		  struct tq_api_route *out)
+{
+	const char *rest;
+	size_t i;
+
+	memset(out, 0, sizeof(*out));
+	out->id = TQ_ROUTE_NOT_FOUND;
+	if (!method || !path)
+		return;
+
+	if (strcmp(path, "/healthz") == 0) {
+		if (method_is_get(method)) {
+			out->id = TQ_ROUTE_HEALTH;
+		} else {
+			out->id = TQ_ROUTE_METHOD_NOT_ALLOWED;
+			out->allow = ALLOW_ITEM;
+		}
+		return;
+	}
+
+	if (strncmp(path, "/v1/jobs", 8) == 0)
+		rest = path + 8;
+	else if (strncmp(path, "/jobs", 5) == 0)
+		rest = path + 5;
+	else
+		return;
+
+	if (*rest == '\0') {
+		if (method_is(method, MHD_HTTP_METHOD_POST)) {
+			out->id = TQ_ROUTE_JOB_SUBMIT;
+		} else if (method_is_get(method)) {
+			out->id = TQ_ROUTE_JOB_LIST;
+		} else {
+			out->id = TQ_ROUTE_METHOD_NOT_ALLOWED;
+			out->allow = ALLOW_COLLECTION;
+		}
+		return;
+	}
+	if (*rest != '/' || !uuid_text_valid(rest + 1))
+		return;
+	if (!method_is_get(method)) {
+		out->id = TQ_ROUTE_METHOD_NOT_ALLOWED;
+		out->allow = ALLOW_ITEM;
+		return;
+	}
+	out->id = TQ_ROUTE_JOB_GET;
+	for (i = 0; i < 36; i++) {
+		char c = rest[1 + i];
+
+		out->job_id[i] = (c >= 'A' && c <= 'F') ? (char)(c - 'A' + 'a') : c;
+	}
+	out->job_id[36] = '\0';
+}
+
+bool tq_api_is_json_content_type(const char *value)
+{
+	const size_t n = sizeof(CONTENT_TYPE_JSON) - 1;
+
+	if (!value)
+		return false;
+	while (*value == ' ' || *value == '\t')
+		value++;
+	if (strncasecmp(value, CONTENT_TYPE_JSON, n) != 0)
+		return false;
+	value += n;
+	while (*value == ' ' || *value == '\t')
+		value++;
+	return *value == '\0' || *value == ';';
+}
+
+/* --- responses ---------------------------------------------------------- */
+
+static int64_t elapsed_ms(const struct timespec *start)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (int64_t)(now.tv_sec - start->tv_sec) * 1000 +
+	       (now.tv_nsec - start->tv_nsec) / 1000000;
+}
+
+static int64_t realtime_ms(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+static void log_request(const struct api_request *req, unsigned int status)
+{
+	struct tq_log_fields f = TQ_LOG_FIELDS_INIT;
+
+	if (!tq_log_enabled(TQ_LOG_DEBUG))
+		return;
+	f.duration_ms = elapsed_ms(&req->start);
+	if (req->job_id[0])
+		f.job_id = req->job_id;
+	else if (req->route.id == TQ_ROUTE_JOB_GET)
+		f.job_id = req->route.job_id;
+	tq_logf(TQ_LOG_DEBUG, &f, "http %s %.200s %u", req->method, req->url,
+		status);
+}
+
+/* Queue body (malloc'd, taken over) as the JSON answer. */
+static enum MHD_Result respond(struct MHD_Connection *conn,
+			       struct api_request *req, unsigned int status,
+			       char *body, const char *location,
+			       const char *allow)
+{
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+
+	req->responded = true;
+	resp = MHD_create_response_from_buffer(strlen(body), body,
+					       MHD_RESPMEM_MUST_FREE);
+	if (!resp) {
+		free(body);
+		return MHD_NO;
+	}
+	if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+				    CONTENT_TYPE_JSON) == MHD_NO ||
+	    (location && MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION,
+						 location) == MHD_NO) ||
+	    (allow && MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW,
+					      allow) == MHD_NO)) {
+		MHD_destroy_response(resp);
+		return MHD_NO;
+	}
+	ret = MHD_queue_response(conn, status, resp);
+	MHD_destroy_response(resp);
+	log_request(req, status);
+	return ret;
+}
+
+static enum MHD_Result respond_error(struct MHD_Connection *conn,
+				     struct api_request *req,
+				     const struct tq_api_error *e,
+				     const char *allow)
+{
+	unsigned int status = (unsigned int)e->status;
+	cJSON *o = cJSON_CreateObject();
+	char *text = NULL;
+
+	if (o && cJSON_AddStringToObject(o, "error", e->message) &&
+	    cJSON_AddStringToObject(o, "code", e->code))
+		text = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	if (!text) {
+		text = strdup("{\"error\":\"out of memory\",\"code\":\"" TQ_ERR_INTERNAL
+			      "\"}");
+		status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+		if (!text)
+			return MHD_NO;
+	}
+	return respond(conn, req, status, text, NULL, allow);
+}
+
+/* Answer {"error": <formatted>, "code": code} with status. */
+static enum MHD_Result respond_fail(struct MHD_Connection *conn,
+				    struct api_request *req, unsigned int status,
+				    const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+
+static enum MHD_Result respond_fail(struct MHD_Connection *conn,
+				    struct api_request *req, unsigned int status,
+				    const char *code, const char *fmt, ...)
+{
+	struct tq_api_error e;
+	va_list ap;
+
+	e.status = (int)status;
+	e.code = code;
+	va_start(ap, fmt);
+	if (vsnprintf(e.message, sizeof(e.message), fmt, ap) < 0)
+		e.message[0] = '\0';
+	va_end(ap);
+	return respond_error(conn, req, &e, NULL);
+}
+
+/* Length of the valid UTF-8 sequence at p, or 0. */
+static size_t utf8_seq_len(const unsigned char *p)
+{
+	if (p[0] < 0x80)
+		return 1;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		return (p[1] & 0xc0) == 0x80 ? 2 : 0;
+	if (p[0] >= 0xe0 && p[0] <= 0xef) {
+		if ((p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80)
+			return 0;
+		if ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] > 0x9f))
+			return 0; /* overlong, surrogate */
+		return 3;
+	}
+	if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+		if ((p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80 ||
+		    (p[3] & 0xc0) != 0x80)
+			return 0;
+		if ((p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] > 0x8f))
+			return 0; /* overlong, past U+10FFFF */
+		return 4;
+	}
+	return 0;
+}
+
+/* A plugin's message may be cut mid-character or be any bytes: make it
+ * valid UTF-8 before it goes into JSON. */
+static void sanitize_utf8(char *s)
+{
+	unsigned char *p = (unsigned char *)s;
+
+	while (*p) {
+		size_t n = utf8_seq_len(p);
+
+		if (n == 0) {
+			*p++ = '?';
+			continue;
+		}
+		p += n;
+	}
+}
+
+/* --- handlers ----------------------------------------------------------- */
+
+static enum MHD_Result store_error(struct MHD_Connection *conn,
+				   struct api_request *req, int rc)
+{
+	if (rc == -EAGAIN)
+		return respond_fail(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE,
+				    TQ_ERR_UNAVAILABLE, "database unavailable");
+	return respond_fail(conn, req, MHD_HTTP_INTERNAL_SERVER_ERROR,
+			    TQ_ERR_INTERNAL, "internal error");
+}
+
+static enum MHD_Result handle_health(struct MHD_Connection *conn,
+				     struct api_request *req)
+{
+	char *body = strdup("{\"status\":\"ok\"}");
+
+	if (!body)
+		return MHD_NO;
+	return respond(conn, req, MHD_HTTP_OK, body, NULL, NULL);
+}
+
+static enum MHD_Result handle_get(struct tq_api *api,
+				  struct MHD_Connection *conn,
+				  struct api_request *req)
+{
+	char *json = NULL;
+	int rc;
+
+	rc = tq_store_get_json(api->deps.store, req->route.job_id, &json);
+	if (rc == -ENOENT)
+		return respond_fail(conn, req, MHD_HTTP_NOT_FOUND,
+				    TQ_ERR_NOT_FOUND, "no job with id \"%s\"",
+				    req->route.job_id);
+	if (rc < 0)
+		return store_error(conn, req, rc);
+	return respond(conn, req, MHD_HTTP_OK, json, NULL, NULL);
+}
+
+struct list_query {
+	const char *status;
+	const char *type;
+	const char *limit;
+	char bad[65]; /* the unknown or repeated parameter, quotable */
+	bool unknown;
+	bool repeated;
+};
+
+static enum MHD_Result list_query_arg(void *cls, enum MHD_ValueKind kind,
+				      const char *key, const char *value)
+{
+	struct list_query *q = cls;
+	const char **slot = NULL;
+
+	if (strcmp(key, "status") == 0)
+		slot = &q->status;
+	else if (strcmp(key, "type") == 0)
+		slot = &q->type;
+	else if (strcmp(key, "limit") == 0)
+		slot = &q->limit;
+
+	if (!slot || *slot) {
+		size_t i;
+
+		q->repeated = slot != NULL;
+		q->unknown = slot == NULL;
+		for (i = 0; key[i] && i + 1 < sizeof(q->bad); i++) {
+			unsigned char c = (unsigned char)key[i];
+
+			q->bad[i] = (c >= 0x20 && c < 0x7f && c != '"') ? (char)c : '?';
+		}
+		q->bad[i] = '\0';
+		return MHD_NO; /* stop iterating */
+	}
+	*slot = value ? value : "";
+	return MHD_YES;
+}
+
+static bool status_valid(const char *s)
+{
+	static const char *const names[] = {"pending",   "scheduled",
+					    "running",   "completed",
+					    "failed",    "cancelled"};
+	size_t i;
+
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strcmp(s, names[i]) == 0)
+			return true;
+	return false;
+}
+
+static bool type_filter_valid(const char *s)
+{
+	size_t i;
+
+	for (i = 0; s[i]; i++) {
+		char c = s[i];
+
+		if (i >= TQ_TYPE_NAME_MAX)
+			return false;
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		      c == '_' || c == '.' || c == '-'))
+			return false;
+	}
+	return i > 0;
+}
+
+static enum MHD_Result handle_list(struct tq_api *api,
+				   struct MHD_Connection *conn,
+				   struct api_request *req)
+{
+	struct list_query q;
+	long limit = API_LIST_LIMIT_DEFAULT;
+	char *json = NULL;
+	int rc;
+
+	memset(&q, 0, sizeof(q));
+	MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, list_query_arg,
+				  &q);
+	if (q.repeated)
+		return respond_fail(conn, req, MHD_HTTP_BAD_REQUEST,
+				    TQ_ERR_INVALID_REQUEST,
+				    "query parameter \"%s\" given more than once",
+				    q.bad);
+	if (q.unknown)
+		return respond_fail(conn, req, MHD_HTTP_BAD_REQUEST,
+				    TQ_ERR_INVALID_REQUEST,
+				    "unknown query parameter \"%s\" (allowed: status, type, limit)",
+				    q.bad);
+	if (q.status && !status_valid(q.status))
+		return respond_fail(conn, req, MHD_HTTP_BAD_REQUEST,
+				    TQ_ERR_INVALID_REQUEST,
+				    "\"status\" must be one of pending, scheduled, running, completed, failed, cancelled");
+	if (q.type && !type_filter_valid(q.type))
+		return respond_fail(conn, req, MHD_HTTP_BAD_REQUEST,
+				    TQ_ERR_INVALID_REQUEST,
+				    "\"type\" must be 1 to %d characters a-z, 0-9, \"_\", \".\" or \"-\"",
+				    TQ_TYPE_NAME_MAX);
+	if (q.limit) {
+		char *end = NULL;
+
+		errno = 0;
+		limit = strtol(q.limit, &end, 10);
+		/* digits only: strtol() would also take " +5" */
+		if (q.limit[0] < '0' || q.limit[0] > '9' || errno ||
+		    *end != '\0' || limit < 1 || limit > API_LIST_LIMIT_MAX)
+			return respond_fail(conn, req, MHD_HTTP_BAD_REQUEST,
+					    TQ_ERR_INVALID_REQUEST,
+					    "\"limit\" must be an integer from 1 to %d",
+					    API_LIST_LIMIT_MAX);
+	}
+
+	rc = tq_store_list_json(api->deps.store, q.status, q.type, (int)limit,
+				&json);
+	if (rc < 0)
+		return store_error(conn, req, rc);
+	return respond(conn, req, MHD_HTTP_OK, json, NULL, NULL);
+}
+
+/* Milliseconds from now until a scheduled spec is due, at least 0. */
+static int64_t spec_due_in_ms(const struct tq_job_spec *spec)
+{
+	int64_t ms = 0;
+
+	if (spec->has_delay)
+		ms = spec->delay_ms;
+	else if (spec->has_run_at)
+		ms = spec->run_at_ms - realtime_ms();
+	return ms > 0 ? ms : 0;
+}
+
+static enum MHD_Result handle_submit(struct tq_api *api,
+				     struct MHD_Connection *conn,
+				     struct api_request *req)
+{
+	const struct tq_config *cfg = api->deps.cfg;
+	struct tq_job_spec spec;
+	struct tq_api_error e;
+	struct tq_registry *reg = NULL;
+	const struct tq_type *t = NULL;
+	char verr[256];
+	char location[64];
+	char *job_json = NULL;
+	int def_attempts = 0, def_timeout = 0;
+	int is_pending = 0;
+	int rc;
+	enum MHD_Result ret;
+
+	memset(&e, 0, sizeof(e));
+	if (tq_request_parse_job(req->body ? req->body : "", req->len, &spec,
+				 &e) < 0)
+		return respond_error(conn, req, &e, NULL);
+
+	if (api->deps.plugins)
+		reg = tq_plugins_acquire(api->deps.plugins);
+	if (reg)
+		t = tq_registry_find(reg, spec.type);
+	if (!t) {
+		tq_api_error_set(&e, MHD_HTTP_BAD_REQUEST, TQ_ERR_UNKNOWN_JOB_TYPE,
+				 "unknown job type \"%s\"", spec.type);
+		goto refuse;
+	}
+	verr[0] = '\0';
+	if (tq_type_validate(t, spec.payload, verr, sizeof(verr)) != 0) {
+		verr[sizeof(verr) - 1] = '\0';
+		sanitize_utf8(verr);
+		if (verr[0])
+			tq_api_error_set(&e, MHD_HTTP_BAD_REQUEST,
+					 TQ_ERR_INVALID_PAYLOAD, "%s", verr);
+		else
+			tq_api_error_set(&e, MHD_HTTP_BAD_REQUEST,
+					 TQ_ERR_INVALID_PAYLOAD,
+					 "payload rejected by the validator of \"%s\"",
+					 spec.type);
+		goto refuse;
+	}
+	if (t->def) {
+		def_attempts = t->def->max_attempts;
+		def_timeout = t->def->timeout_s;
+	}
+	tq_registry_release(reg);
+	reg = NULL;
+
+	if (spec.max_attempts <= 0)
+		spec.max_attempts = def_attempts > 0 ? def_attempts :
+						       cfg->max_attempts;
+	if (spec.timeout_s <= 0)
+		spec.timeout_s = def_timeout > 0 ? def_timeout : cfg->timeout_s;
+
+	rc = tq_store_insert(api->deps.store, &spec, req->job_id, &job_json,
+			     &is_pending);
+	if (rc < 0) {
+		req->job_id[0] = '\0';
+		ret = store_error(conn, req, rc);
+		goto out;
+	}
+	req->job_id[36] = '\0';
+
+	/* Committed: from here on the job exists whatever happens. */
+	if (is_pending) {
+		if (api->deps.dispatch)
+			tq_dispatch_push(api->deps.dispatch, spec.queue,
+					 spec.priority, req->job_id);
+	} else if (api->deps.scheduler) {
+		tq_scheduler_notify(api->deps.scheduler, spec_due_in_ms(&spec));
+	}
+
+	if (!job_json) {
+		/* The job is committed: answer 201 even without its text. */
+		rc = snprintf(location, sizeof(location), "{\"id\":\"%s\"}",
+			      req->job_id);
+		if (rc > 0 && (size_t)rc < sizeof(location))
+			job_json = strdup(location);
+		if (!job_json) {
+			ret = MHD_NO;
+			goto out;
+		}
+	}
+	rc = snprintf(location, sizeof(location), "/v1/jobs/%s", req->job_id);
+	ret = respond(conn, req, MHD_HTTP_CREATED, job_json,
+		      rc > 0 && (size_t)rc < sizeof(location) ? location : NULL,
+		      NULL);
+	job_json = NULL; /* taken over by respond() */
+	goto out;
+
+refuse:
+	ret = respond_error(conn, req, &e, NULL);
+out:
+	if (reg)
+		tq_registry_release(reg);
+	free(job_json);
+	tq_job_spec_free(&spec);
+	return ret;
+}
+
+/*
+ * The first call of a submission: refuse what the headers alone condemn
+ * (415, 413 from Content-Length) before a byte of the body is read.  An
+ * answer this early makes libmicrohttpd close the connection afterwards,
+ * which is what an unread body needs anyway.
+ */
+static enum MHD_Result begin_submit(struct tq_api *api,
+				    struct MHD_Connection *conn,
+				    struct api_request *req)
+{
+	const char *value;
+
+	value = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+					    MHD_HTTP_HEADER_CONTENT_TYPE);
+	if (!tq_api_is_json_content_type(value))
+		return respond_fail(conn, req, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
+				    TQ_ERR_UNSUPPORTED_MEDIA_TYPE,
+				    "Content-Type must be application/json");
+
+	value = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+					    MHD_HTTP_HEADER_CONTENT_LENGTH);
+	if (value) {
+		char *end = NULL;
+		unsigned long long n;
+
+		errno = 0;
+		n = strtoull(value, &end, 10);
+		/* libmicrohttpd refuses a malformed length itself; whatever
+		 * is left and too large is refused here, before any byte. */
+		if (value[0] != '-' && end != value &&
+		    (errno == ERANGE || n > api->max_body))
+			return respond_fail(conn, req,
+					    MHD_HTTP_CONTENT_TOO_LARGE,
+					    TQ_ERR_PAYLOAD_TOO_LARGE,
+					    "request body exceeds %zu bytes",
+					    api->max_body);
+	}
+	return MHD_YES;
+}
+
+/* The last call: the whole request is in. */
+static enum MHD_Result finish_request(struct tq_api *api,
+				      struct MHD_Connection *conn,
+				      struct api_request *req)
+{
+	struct tq_api_error e;
+
+	switch (req->route.id) {
+	case TQ_ROUTE_NOT_FOUND:
+		break;
+	case TQ_ROUTE_METHOD_NOT_ALLOWED:
+		tq_api_error_set(&e, MHD_HTTP_METHOD_NOT_ALLOWED,
+				 TQ_ERR_METHOD_NOT_ALLOWED,
+				 "method %.16s not allowed here (allowed: %s)",
+				 req->method, req->route.allow);
+		return respond_error(conn, req, &e, req->route.allow);
+	case TQ_ROUTE_HEALTH:
+		return handle_health(conn, req);
+	case TQ_ROUTE_JOB_GET:
+		return handle_get(api, conn, req);
+	case TQ_ROUTE_JOB_LIST:
+		return handle_list(api, conn, req);
+	case TQ_ROUTE_JOB_SUBMIT:
+		if (req->too_large)
+			return respond_fail(conn, req,
+					    MHD_HTTP_CONTENT_TOO_LARGE,
+					    TQ_ERR_PAYLOAD_TOO_LARGE,
+					    "request body exceeds %zu bytes",
+					    api->max_body);
+		return handle_submit(api, conn, req);
+	}
+	return respond_fail(conn, req, MHD_HTTP_NOT_FOUND, TQ_ERR_NOT_FOUND,
+			    "no such resource");
+}
+
+static enum MHD_Result add_body(struct tq_api *api, struct api_request *req,
+				const char *data, size_t n)
+{
+	size_t need, cap;
+	char *p;
+
+	if (req->too_large) {
+		req->discarded += n;
+		/* Someone streaming without end: stop listening. */
+		return req->discarded > API_DISCARD_SLACK ? MHD_NO : MHD_YES;
+	}
+	if (n > api->max_body - req->len) {
+		req->too_large = true;
+		req->discarded = n;
+		free(req->body);
+		req->body = NULL;
+		req->len = req->cap = 0;
+		return MHD_YES;
+	}
+	need = req->len + n + 1; /* keep it NUL-terminated */
+	if (need > req->cap) {
+		cap = req->cap ? req->cap : 4096;
+		while (cap < need)
+			cap *= 2;
+		if (cap > api->max_body + 1)
+			cap = api->max_body + 1;
+		p = realloc(req->body, cap);
+		if (!p)
+			return MHD_NO;
+		req->body = p;
+		req->cap = cap;
+	}
+	memcpy(req->body + req->len, data, n);
+	req->len += n;
+	req->body[req->len] = '\0';
+	return MHD_YES;
+}
+
+/*
+ * libmicrohttpd calls this once with the headers, once per piece of body,
+ * and once more when the request is complete.  Answers wait for that last
+ * call (so that the connection stays alive), except the early refusals of
+ * begin_submit().
+ */
+static enum MHD_Result handle_request(void *cls, struct MHD_Connection *conn,
+				      const char *url, const char *method,
+				      const char *version,
+				      const char *upload_data,
+				      size_t *upload_data_size, void **con_cls)
+{
+	struct tq_api *api = cls;
+	struct api_request *req = *con_cls;
+
+	if (req) {
+		req->method = method;
+		req->url = url;
+	} else {
+		req = calloc(1, sizeof(*req));
+		if (!req)
+			return MHD_NO;
+		clock_gettime(CLOCK_MONOTONIC, &req->start);
+		req->method = method;
+		req->url = url;
+		tq_api_route(method, url, &req->route);
+		*con_cls = req;
+		if (req->route.id == TQ_ROUTE_JOB_SUBMIT)
+			return begin_submit(api, conn, req);
+		return MHD_YES;
+	}
+	if (*upload_data_size > 0) {
+		size_t n = *upload_data_size;
+
+		*upload_data_size = 0;
+		if (req->responded)
+			return MHD_YES;
+		if (req->route.id != TQ_ROUTE_JOB_SUBMIT) {
+			/* A body nobody asked for: drop it, within reason. */
+			req->discarded += n;
+			return req->discarded > api->max_body + API_DISCARD_SLACK ?
+				       MHD_NO : MHD_YES;
+		}
+		return add_body(api, req, upload_data, n);
+	}
+	if (req->responded)
+		return MHD_YES;
+	return finish_request(api, conn, req);
+}
+
+static void request_completed(void *cls, struct MHD_Connection *conn,
+			      void **con_cls,
+			      enum MHD_RequestTerminationCode toe)
+{
+	struct api_request *req = *con_cls;
+
+	if (!req)
+		return;
+	free(req->body);
+	free(req);
+	*con_cls = NULL;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char line[512];
+	int n;
+
+	if (!tq_log_enabled(TQ_LOG_WARN))
+		return;
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	if (n < 0)
+		return;
+	n = (int)strnlen(line, sizeof(line));
+	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '.' ||
+			 line[n - 1] == ' '))
+		line[--n] = '\0';
+	tq_warn("http server: %s", line);
+}
+
+/* --- start / stop ------------------------------------------------------- */
+
+static int resolve_ipv4(const char *host, int port, struct sockaddr_in *sa,
+			char *err, size_t errlen)
+{
+	struct addrinfo hints, *res = NULL;
+	int rc;
+
+	memset(sa, 0, sizeof(*sa));
+	sa->sin_family = AF_INET;
+	sa->sin_port = htons((uint16_t)port);
+	if (!host || !host[0] || strcmp(host, "*") == 0) {
+		sa->sin_addr.s_addr = htonl(INADDR_ANY);
+		return 0;
+	}
+	if (inet_pton(AF_INET, host, &sa->sin_addr) == 1)
+		return 0;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_INET;
+	hints.ai_socktype = SOCK_STREAM;
+	rc = getaddrinfo(host, NULL, &hints, &res);
+	if (rc != 0 || !res) {
+		snprintf(err, errlen, "cannot resolve listen host \"%s\": %s",
+			 host, rc ? gai_strerror(rc) : "no address");
+		if (res)
+			freeaddrinfo(res);
+		return -EINVAL;
+	}
+	sa->sin_addr = ((const struct sockaddr_in *)res->ai_addr)->sin_addr;
+	freeaddrinfo(res);
+	return 0;
+}
+
+int tq_api_start(struct tq_api **out, const struct tq_api_deps *deps,
+		 char *err, size_t errlen)
+{
+	const struct tq_config *cfg = deps->cfg;
+	struct sockaddr_in sa;
+	struct tq_api *api = NULL;
+	unsigned int flags;
+	unsigned int threads;
+	int ret;
+
+	*out = NULL;
+	if (cfg->listen_port < 0 || cfg->listen_port > 65535) {
+		snprintf(err, errlen, "listen port %d out of range",
+			 cfg->listen_port);
+		return -EINVAL;
+	}
+	ret = resolve_ipv4(cfg->listen_host, cfg->listen_port, &sa, err, errlen);
+	if (ret < 0)
+		return ret;
+
+	api = calloc(1, sizeof(*api));
+	if (!api) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	api->deps = *deps;
+	api->max_body = cfg->max_body_bytes > 0 ?
+				(size_t)cfg->max_body_bytes : API_DEFAULT_MAX_BODY;
+	threads = cfg->api_threads > 0 ? (unsigned int)cfg->api_threads : 1;
+
+	flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO |
+		MHD_USE_ERROR_LOG | MHD_USE_TURBO;
+	api->mhd = MHD_start_daemon(
+		flags, (uint16_t)cfg->listen_port, NULL, NULL, handle_request,
+		api,
+		/* the logger first, so that it sees the other options */
+		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, api,
+		MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&sa,
+		MHD_OPTION_THREAD_POOL_SIZE, threads,
+		MHD_OPTION_CONNECTION_TIMEOUT,
+		(unsigned int)API_CONNECTION_TIMEOUT_S,
+		MHD_OPTION_NOTIFY_COMPLETED, request_completed, api,
+		MHD_OPTION_END);
+	if (!api->mhd) {
+		char addr[INET_ADDRSTRLEN] = "?";
+
+		inet_ntop(AF_INET, &sa.sin_addr, addr, sizeof(addr));
+		snprintf(err, errlen,
+			 "cannot listen on %s:%d (address in use or not permitted?)",
+			 addr, cfg->listen_port);
+		free(api);
+		return -EADDRNOTAVAIL;
+	}
+	*out = api;
+	return 0;
+}
+
+void tq_api_stop(struct tq_api *api)
+{
+	if (!api)
+		return;
+	if (api->mhd)
+		MHD_stop_daemon(api->mhd);
+	free(api);
+}

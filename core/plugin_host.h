@@ -1,0 +1,88 @@
+/*
+ * plugin_host.h - loads plugins from plugin_dir and keeps the registry of
+ * job types.
+ *
+ * Each regular *.so in the directory is dlopen()ed (RTLD_NOW|RTLD_LOCAL),
+ * its taskq_plugin_describe() called, and the ABI stamp checked before any
+ * other field is read.  A file that fails to load, has another ABI major,
+ * lacks the symbol, has a malformed descriptor, fails init(), or claims a
+ * type already taken is skipped with one log line naming the file and the
+ * reason; loading goes on.
+ *
+ * The registry is an immutable, reference-counted snapshot: workers and
+ * API threads take one with tq_plugins_acquire() and keep using it while a
+ * reload builds the next.  A plugin's code is never dlclose()d while the
+ * daemon runs.
+ */
+#ifndef TQ_PLUGIN_HOST_H
+#define TQ_PLUGIN_HOST_H
+
+#include <stddef.h>
+#include <taskq/plugin.h>
+
+#include "config.h"
+
+/* One loaded plugin file. */
+struct tq_plugin {
+	char *path;
+	char *name;
+	char *version;
+	void *dl;
+	const struct taskq_plugin *desc;
+	void *user_data;
+	bool inited;
+};
+
+/* One registered job type. */
+struct tq_type {
+	const char *name; /* == def->name */
+	const struct taskq_job_type *def;
+	struct tq_plugin *plugin;
+};
+
+struct tq_registry; /* snapshot of the types */
+struct tq_plugins;  /* the host */
+
+/* Create the host with an empty registry; tq_plugins_load() fills it.
+ * cfg is borrowed and must outlive the host.  0 or -ENOMEM. */
+int tq_plugins_open(struct tq_plugins **out, const struct tq_config *cfg);
+/* Finalise every plugin (fini) and free the host; call after every
+ * worker stopped.  Does not dlclose. */
+void tq_plugins_close(struct tq_plugins *p);
+
+/* Scan cfg->plugin_dir and publish a new registry.  Returns the number of
+ * types registered (>= 0), or -errno when the directory cannot be read
+ * (or, -EPERM, is writable by everyone without plugin_allow_insecure); the
+ * current registry then stays.  Loads are serialised; each one loads the
+ * directory afresh (plugins of earlier loads stay alive until close). */
+int tq_plugins_load(struct tq_plugins *p);
+
+/* Take a reference to the current registry (never NULL); thread-safe.
+ * Release it with tq_registry_release() (accepts NULL). */
+struct tq_registry *tq_plugins_acquire(struct tq_plugins *p);
+void tq_registry_release(struct tq_registry *r);
+
+const struct tq_type *tq_registry_find(const struct tq_registry *r,
+				       const char *name);
+size_t tq_registry_count(const struct tq_registry *r);
+const struct tq_type *tq_registry_at(const struct tq_registry *r, size_t i);
+
+/*
+ * Load and check one plugin file without registering it, then call its
+ * init() with block.  0, or -errno with the reason in err (e.g. "ABI 2.0,
+ * taskqd supports 1.x", "no taskq_plugin_describe symbol (not a TaskQ
+ * plugin? build it with TASKQ_PLUGIN())").  block may be NULL.  A file
+ * refused before init() is dlclose()d; after init() ran it never is.  On
+ * success *out is owned by the caller (tq_plugin_free()).
+ */
+int tq_plugin_load_file(const char *path, const config_setting_t *block,
+			struct tq_plugin **out, char *err, size_t errlen);
+/* Calls fini when inited; never dlclose()s. */
+void tq_plugin_free(struct tq_plugin *pl);
+
+/* Run the type's validator: 0 when it has none or it accepts, -EINVAL
+ * with the plugin's reason (never empty) in err when it refuses. */
+int tq_type_validate(const struct tq_type *t, const char *payload, char *err,
+		     size_t errlen);
+
+#endif

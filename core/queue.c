@@ -1,0 +1,406 @@
+/*
+ * queue.c - one Redis connection: push ready ids, block for the next one
+ * (see queue.h and keys.h).
+ */
+#include "queue.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "keys.h"
+#include "log.h"
+#include "request.h"
+
+#define CONNECT_TIMEOUT_MS 2000
+#define COMMAND_TIMEOUT_S 5
+#define RECONNECT_MIN_MS 50
+#define RECONNECT_MAX_MS 2000
+
+struct tq_queue {
+	char host[256];
+	char password[256];
+	int port;
+	int db;
+	char *prefix;
+
+	pthread_mutex_t lock; /* guards ctx against tq_queue_interrupt() */
+	redisContext *ctx;
+	atomic_bool interrupted;
+
+	/* reconnection: no attempt before next_try_ms; one log per outage */
+	int64_t next_try_ms;
+	int backoff_ms;
+	bool down_logged;
+
+	/* BRPOP argument vector, built for the last queue list seen */
+	const char *const *argv_for;
+	char **argv;
+	size_t argc;
+};
+
+int tq_key_ready(char *buf, size_t len, const char *prefix, const char *queue,
+		 int priority)
+{
+	int n = snprintf(buf, len, "%s:v%d:ready:%s:%d", prefix, TQ_KEYS_VERSION, queue,
+			 priority);
+
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int tq_queue_parse_url(const char *url, char *host, size_t hostlen, int *port,
+		       int *db, char *password, size_t passlen)
+{
+	const char *p, *at, *hend, *slash;
+	char *end;
+	long v;
+
+	if (strncmp(url, "redis://", 8) != 0)
+		return -EINVAL;
+	p = url + 8;
+	*port = 6379;
+	*db = 0;
+	if (passlen)
+		password[0] = '\0';
+	slash = strchr(p, '/');
+	at = strchr(p, '@');
+	if (at && (!slash || at < slash)) {
+		const char *colon = memchr(p, ':', (size_t)(at - p));
+		const char *pw = colon ? colon + 1 : p;
+		size_t n = (size_t)(at - pw);
+
+		if (n >= passlen)
+			return -EINVAL;
+		memcpy(password, pw, n);
+		password[n] = '\0';
+		p = at + 1;
+	}
+	hend = p;
+	while (*hend && *hend != ':' && *hend != '/')
+		hend++;
+	if (hend == p || (size_t)(hend - p) >= hostlen)
+		return -EINVAL;
+	memcpy(host, p, (size_t)(hend - p));
+	host[hend - p] = '\0';
+	p = hend;
+	if (*p == ':') {
+		errno = 0;
+		v = strtol(p + 1, &end, 10);
+		if (errno || end == p + 1 || v < 1 || v > 65535)
+			return -EINVAL;
+		*port = (int)v;
+		p = end;
+	}
+	if (*p == '/' && p[1]) {
+		errno = 0;
+		v = strtol(p + 1, &end, 10);
+		if (errno || end == p + 1 || *end || v < 0 || v > 1000000)
+			return -EINVAL;
+		*db = (int)v;
+		p = end;
+	} else if (*p == '/') {
+		p++;
+	}
+	return *p ? -EINVAL : 0;
+}
+
+static void drop_connection(struct tq_queue *q)
+{
+	pthread_mutex_lock(&q->lock);
+	if (q->ctx)
+		redisFree(q->ctx);
+	q->ctx = NULL;
+	pthread_mutex_unlock(&q->lock);
+}
+
+static int handshake(redisContext *c, const struct tq_queue *q, char *why, size_t len)
+{
+	redisReply *r;
+
+	if (q->password[0]) {
+		r = redisCommand(c, "AUTH %s", q->password);
+		if (!r || r->type == REDIS_REPLY_ERROR) {
+			snprintf(why, len, "AUTH failed: %s", r ? r->str : c->errstr);
+			freeReplyObject(r);
+			return -EIO;
+		}
+		freeReplyObject(r);
+	}
+	if (q->db) {
+		r = redisCommand(c, "SELECT %d", q->db);
+		if (!r || r->type == REDIS_REPLY_ERROR) {
+			snprintf(why, len, "SELECT %d failed: %s", q->db, r ? r->str : c->errstr);
+			freeReplyObject(r);
+			return -EIO;
+		}
+		freeReplyObject(r);
+	}
+	return 0;
+}
+
+/* Make sure q->ctx is connected: 0 or -EAGAIN (backing off). */
+static int ensure_connected(struct tq_queue *q)
+{
+	struct timeval tv = {.tv_sec = CONNECT_TIMEOUT_MS / 1000,
+			     .tv_usec = (CONNECT_TIMEOUT_MS % 1000) * 1000};
+	struct timeval cmd = {.tv_sec = COMMAND_TIMEOUT_S};
+	redisContext *c;
+	char why[256] = "";
+	int64_t now;
+
+	if (q->ctx)
+		return 0;
+	now = mono_ms();
+	if (now < q->next_try_ms)
+		return -EAGAIN;
+
+	c = redisConnectWithTimeout(q->host, q->port, tv);
+	if (!c || c->err) {
+		snprintf(why, sizeof(why), "%s", c ? c->errstr : "out of memory");
+		goto fail;
+	}
+	if (fcntl(c->fd, F_SETFD, FD_CLOEXEC) < 0 || redisSetTimeout(c, cmd) != REDIS_OK) {
+		snprintf(why, sizeof(why), "cannot configure the socket");
+		goto fail;
+	}
+	if (handshake(c, q, why, sizeof(why)))
+		goto fail;
+
+	pthread_mutex_lock(&q->lock);
+	q->ctx = c;
+	if (atomic_load(&q->interrupted))
+		shutdown(c->fd, SHUT_RDWR);
+	pthread_mutex_unlock(&q->lock);
+	if (q->down_logged)
+		tq_info("redis connection restored (%s:%d)", q->host, q->port);
+	q->down_logged = false;
+	q->backoff_ms = 0;
+	return 0;
+fail:
+	if (c)
+		redisFree(c);
+	if (!q->down_logged)
+		tq_warn("redis unavailable at %s:%d: %s; retrying", q->host, q->port, why);
+	q->down_logged = true;
+	q->backoff_ms = q->backoff_ms ? q->backoff_ms * 2 : RECONNECT_MIN_MS;
+	if (q->backoff_ms > RECONNECT_MAX_MS)
+		q->backoff_ms = RECONNECT_MAX_MS;
+	q->next_try_ms = now + q->backoff_ms;
+	return -EAGAIN;
+}
+
+/* A command failed on the connection: forget it, note the outage. */
+static int broken(struct tq_queue *q)
+{
+	if (atomic_load(&q->interrupted)) {
+		drop_connection(q);
+		return -EINTR;
+	}
+	if (!q->down_logged && q->ctx)
+		tq_warn("redis connection lost (%s:%d): %s; reconnecting", q->host, q->port,
+			q->ctx->errstr[0] ? q->ctx->errstr : "connection closed");
+	q->down_logged = true;
+	drop_connection(q);
+	return -EAGAIN;
+}
+
+int tq_queue_open(struct tq_queue **out, const char *url, const char *prefix,
+		  char *err, size_t errlen)
+{
+	struct tq_queue *q = calloc(1, sizeof(*q));
+
+	*out = NULL;
+	if (!q || !(q->prefix = strdup(prefix))) {
+		free(q);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	if (tq_queue_parse_url(url, q->host, sizeof(q->host), &q->port, &q->db,
+			       q->password, sizeof(q->password))) {
+		snprintf(err, errlen,
+			 "invalid redis url '%s' (expected redis://[:password@]host[:port][/db])",
+			 url);
+		free(q->prefix);
+		free(q);
+		return -EINVAL;
+	}
+	pthread_mutex_init(&q->lock, NULL);
+	ensure_connected(q); /* a server that is down now is retried on use */
+	*out = q;
+	return 0;
+}
+
+static void free_argv(struct tq_queue *q)
+{
+	for (size_t i = 0; i < q->argc; i++)
+		free(q->argv[i]);
+	free(q->argv);
+	q->argv = NULL;
+	q->argc = 0;
+	q->argv_for = NULL;
+}
+
+void tq_queue_close(struct tq_queue *q)
+{
+	if (!q)
+		return;
+	drop_connection(q);
+	free_argv(q);
+	pthread_mutex_destroy(&q->lock);
+	free(q->prefix);
+	free(q);
+}
+
+int tq_queue_push(struct tq_queue *q, const struct tq_ready *items, size_t n)
+{
+	char key[256];
+	redisReply *reply;
+	int r;
+
+	if (n == 0)
+		return 0;
+	r = ensure_connected(q);
+	if (r)
+		return r;
+	for (size_t i = 0; i < n; i++) {
+		if (tq_key_ready(key, sizeof(key), q->prefix, items[i].queue,
+				 items[i].priority))
+			return -ENAMETOOLONG;
+		if (redisAppendCommand(q->ctx, "LPUSH %s %s", key, items[i].id) != REDIS_OK)
+			return broken(q);
+	}
+	r = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (redisGetReply(q->ctx, (void **)&reply) != REDIS_OK)
+			return broken(q);
+		if (reply->type == REDIS_REPLY_ERROR) {
+			tq_warn("redis LPUSH failed: %s", reply->str);
+			r = -EIO;
+		}
+		freeReplyObject(reply);
+	}
+	return r;
+}
+
+static int build_argv(struct tq_queue *q, const char *const *queues, int timeout_s)
+{
+	size_t nq = 0, k = 0;
+	char key[256];
+
+	for (; queues[nq]; nq++)
+		;
+	if (q->argv_for == queues && q->argv) {
+		snprintf(q->argv[q->argc - 1], 16, "%d", timeout_s);
+		return 0;
+	}
+	free_argv(q);
+	q->argc = 2 + nq * (TQ_PRIORITY_MAX - TQ_PRIORITY_MIN + 1);
+	q->argv = calloc(q->argc, sizeof(*q->argv));
+	if (!q->argv)
+		goto nomem;
+	if (!(q->argv[k++] = strdup("BRPOP")))
+		goto nomem;
+	for (int prio = TQ_PRIORITY_MAX; prio >= TQ_PRIORITY_MIN; prio--) {
+		for (size_t i = 0; i < nq; i++) {
+			if (tq_key_ready(key, sizeof(key), q->prefix, queues[i], prio))
+				goto toolong;
+			if (!(q->argv[k++] = strdup(key)))
+				goto nomem;
+		}
+	}
+	if (!(q->argv[k] = malloc(16)))
+		goto nomem;
+	snprintf(q->argv[k], 16, "%d", timeout_s);
+	q->argv_for = queues;
+	return 0;
+toolong:
+	free_argv(q);
+	return -ENAMETOOLONG;
+nomem:
+	q->argc = k; /* free what was made */
+	free_argv(q);
+	return -ENOMEM;
+}
+
+int tq_queue_pop(struct tq_queue *q, const char *const *queues, int timeout_s,
+		 char id[37])
+{
+	struct timeval block = {.tv_sec = timeout_s > 0 ? timeout_s + COMMAND_TIMEOUT_S : 0};
+	struct timeval cmd = {.tv_sec = COMMAND_TIMEOUT_S};
+	redisReply *reply;
+	int r;
+
+	if (atomic_load(&q->interrupted))
+		return -EINTR;
+	r = ensure_connected(q);
+	if (r)
+		return r;
+	r = build_argv(q, queues, timeout_s);
+	if (r)
+		return r;
+	/* The socket must wait at least as long as the server blocks. */
+	redisSetTimeout(q->ctx, block);
+	reply = redisCommandArgv(q->ctx, (int)q->argc, (const char **)q->argv, NULL);
+	if (!reply)
+		return broken(q);
+	redisSetTimeout(q->ctx, cmd);
+	if (reply->type == REDIS_REPLY_NIL) {
+		r = -ETIMEDOUT;
+	} else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+		   reply->element[1]->type == REDIS_REPLY_STRING &&
+		   reply->element[1]->len == 36) {
+		memcpy(id, reply->element[1]->str, 36);
+		id[36] = '\0';
+		r = 0;
+	} else if (reply->type == REDIS_REPLY_ERROR) {
+		tq_warn("redis BRPOP failed: %s", reply->str);
+		r = -EIO;
+	} else {
+		/* Not an id we wrote: drop it, the store is the truth. */
+		tq_warn("redis returned an unexpected ready entry; ignored");
+		r = -EIO;
+	}
+	freeReplyObject(reply);
+	return r;
+}
+
+void tq_queue_interrupt(struct tq_queue *q)
+{
+	pthread_mutex_lock(&q->lock);
+	atomic_store(&q->interrupted, true);
+	if (q->ctx)
+		shutdown(q->ctx->fd, SHUT_RDWR);
+	pthread_mutex_unlock(&q->lock);
+}
+
+int tq_queue_ping(struct tq_queue *q)
+{
+	redisReply *reply;
+	int r;
+
+	r = ensure_connected(q);
+	if (r)
+		return r;
+	reply = redisCommand(q->ctx, "PING");
+	if (!reply)
+		return broken(q);
+	r = reply->type == REDIS_REPLY_STATUS && strcmp(reply->str, "PONG") == 0 ? 0 : -EIO;
+	freeReplyObject(reply);
+	return r;
+}

@@ -1,0 +1,1172 @@
+/*
+ * store.c - the job store: a fixed pool of libpq connections, prepared
+ * statements, and one conditional UPDATE per state change.
+ *
+ * Pool: a connection is taken with pool_acquire() and handed back with
+ * pool_release().  A connection that broke (the server closed it, or a
+ * statement failed with a connection-level error) is replaced by a fresh
+ * one on its next acquire.  While PostgreSQL is unreachable, reconnects
+ * are spaced by a capped exponential backoff shared by the whole pool and
+ * calls return -EAGAIN without touching the network.  An outage is
+ * declared (and logged, once) when a reconnect fails, and over (logged
+ * once) when one succeeds; a statement that loses its connection only
+ * drops it, so one killed backend is not an outage.
+ *
+ * Statements are prepared on every connection right after it connects;
+ * one that cannot be prepared yet (the jobs table does not exist before
+ * the first migration) is prepared on first use instead.
+ *
+ * Every SQL text is a constant below; user data travels only as
+ * parameters of PQexecPrepared().
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <libpq-fe.h>
+#include <uuid/uuid.h>
+
+#include "job.h"
+#include "log.h"
+#include "migrations.h"
+#include "store.h"
+
+#define STORE_POOL_MAX 256
+#define STORE_BACKOFF_MIN_MS 100
+#define STORE_BACKOFF_MAX_MS 2000
+#define STORE_LIST_MAX 1000
+#define STORE_RETRY_DELAY_MAX_MS (366LL * 86400 * 1000)
+
+/*
+ * Key of the advisory lock taken by every migration transaction, so that
+ * two daemons migrating the same database apply each migration once.
+ * ("taskq" in ASCII.)  Never change it: old and new daemons must agree.
+ */
+#define STORE_MIGRATE_LOCK_KEY "499851160433"
+
+/* A timestamp as the API shows it: RFC 3339, UTC, milliseconds. */
+#define TS(col) \
+	"to_char(" col " AT TIME ZONE 'UTC', " \
+	"'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+
+/* The job as GET shows it: the one definition, for insert, get and list. */
+#define JOB_JSON \
+	"json_build_object(" \
+	"'id', id, 'type', type, 'payload', payload, 'status', status, " \
+	"'queue', queue, 'priority', priority, 'attempts', attempts, " \
+	"'max_attempts', max_attempts, 'timeout_s', timeout_s, " \
+	"'error', error_message, 'result', result, 'progress', progress, " \
+	"'progress_message', progress_message, " \
+	"'run_at', " TS("run_at") ", " \
+	"'lease_expires_at', " TS("lease_expires_at") ", " \
+	"'created_at', " TS("created_at") ", " \
+	"'updated_at', " TS("updated_at") ", " \
+	"'started_at', " TS("started_at") ", " \
+	"'completed_at', " TS("completed_at") ")"
+
+#define LIST_SQL(where) \
+	"SELECT json_build_object('jobs', coalesce(json_agg(l.j " \
+	"ORDER BY l.created_at DESC, l.id DESC), '[]'::json))::text " \
+	"FROM (SELECT id, created_at, " JOB_JSON " AS j FROM jobs " where \
+	" ORDER BY created_at DESC, id DESC LIMIT $3::int) l"
+
+enum stmt_id {
+	ST_PING,
+	ST_MIG_LOCK,
+	ST_MIG_HAS,
+	ST_MIG_RECORD,
+	ST_INSERT,
+	ST_GET,
+	ST_LIST_ALL,
+	ST_LIST_STATUS,
+	ST_LIST_TYPE,
+	ST_LIST_BOTH,
+	ST_CLAIM,
+	ST_COMPLETE,
+	ST_RETRY,
+	ST_FAIL,
+	ST_PROMOTE,
+	ST_NEXT_DUE,
+	ST_COUNT
+};
+
+struct stmt {
+	const char *name;
+	const char *sql;
+};
+
+static const struct stmt stmts[ST_COUNT] = {
+	[ST_PING] = {"tq_ping", "SELECT 1"},
+	[ST_MIG_LOCK] = {"tq_mig_lock",
+		"SELECT pg_advisory_xact_lock($1::bigint)"},
+	[ST_MIG_HAS] = {"tq_mig_has",
+		"SELECT 1 FROM schema_migrations WHERE version = $1::int"},
+	[ST_MIG_RECORD] = {"tq_mig_record",
+		"INSERT INTO schema_migrations (version, name) "
+		"VALUES ($1::int, $2::text)"},
+	/* $8 delay ms from the database's now(), $9 absolute epoch ms */
+	[ST_INSERT] = {"tq_insert",
+		"INSERT INTO jobs (id, type, payload, status, queue, priority, "
+		"max_attempts, timeout_s, run_at) "
+		"SELECT $1::uuid, $2::text, $3::jsonb, "
+		"CASE WHEN t.run_at > now() THEN 'scheduled' ELSE 'pending' END, "
+		"$4::text, $5::smallint, $6::int, $7::int, t.run_at "
+		"FROM (SELECT CASE "
+		"WHEN $8::bigint IS NOT NULL "
+		"THEN now() + $8::bigint * interval '1 millisecond' "
+		"WHEN $9::bigint IS NOT NULL "
+		"THEN to_timestamp($9::bigint / 1000.0) "
+		"ELSE now() END AS run_at) t "
+		"RETURNING status, " JOB_JSON "::text"},
+	[ST_GET] = {"tq_get",
+		"SELECT " JOB_JSON "::text FROM jobs WHERE id = $1::uuid"},
+	/* $1 status, $2 type: every variant takes both, so that each one
+	 * is planned for the index it can use */
+	[ST_LIST_ALL] = {"tq_list_all",
+		LIST_SQL("WHERE $1::text IS NULL AND $2::text IS NULL")},
+	[ST_LIST_STATUS] = {"tq_list_status",
+		LIST_SQL("WHERE status = $1::text AND $2::text IS NULL")},
+	[ST_LIST_TYPE] = {"tq_list_type",
+		LIST_SQL("WHERE $1::text IS NULL AND type = $2::text")},
+	[ST_LIST_BOTH] = {"tq_list_both",
+		LIST_SQL("WHERE status = $1::text AND type = $2::text")},
+	[ST_CLAIM] = {"tq_claim",
+		"UPDATE jobs SET status = 'running', attempts = attempts + 1, "
+		"started_at = now(), updated_at = now(), "
+		"lease_expires_at = now() + make_interval(secs => timeout_s + $2::int) "
+		"WHERE id = $1::uuid AND status = 'pending' "
+		"RETURNING type, payload::text, queue, attempts, max_attempts, "
+		"timeout_s"},
+	[ST_COMPLETE] = {"tq_complete",
+		"UPDATE jobs SET status = 'completed', result = $3::jsonb, "
+		"completed_at = now(), updated_at = now(), "
+		"lease_expires_at = NULL "
+		"WHERE id = $1::uuid AND status = 'running' AND attempts = $2::int"},
+	[ST_RETRY] = {"tq_retry",
+		"UPDATE jobs SET status = 'scheduled', "
+		"run_at = now() + $3::bigint * interval '1 millisecond', "
+		"error_message = $4::text, updated_at = now(), "
+		"lease_expires_at = NULL "
+		"WHERE id = $1::uuid AND status = 'running' AND attempts = $2::int"},
+	[ST_FAIL] = {"tq_fail",
+		"UPDATE jobs SET status = 'failed', error_message = $3::text, "
+		"completed_at = now(), updated_at = now(), "
+		"lease_expires_at = NULL "
+		"WHERE id = $1::uuid AND status = 'running' AND attempts = $2::int"},
+	[ST_PROMOTE] = {"tq_promote",
+		"UPDATE jobs SET status = 'pending', updated_at = now() "
+		"WHERE status = 'scheduled' AND id IN ("
+		"SELECT id FROM jobs WHERE status = 'scheduled' AND run_at <= now() "
+		"ORDER BY run_at LIMIT $1::int FOR UPDATE SKIP LOCKED) "
+		"RETURNING queue, priority, id::text"},
+	/* min(run_at) over the partial index jobs_active_idx */
+	[ST_NEXT_DUE] = {"tq_next_due",
+		"SELECT greatest(0, ceil(extract(epoch FROM (t.m - now())) "
+		"* 1000))::bigint FROM (SELECT min(run_at) AS m FROM jobs "
+		"WHERE status = 'scheduled') t WHERE t.m IS NOT NULL"},
+};
+
+_Static_assert(ST_COUNT <= 32, "prepared-statement bitmap is 32 bits");
+
+struct store_conn {
+	PGconn *pg;       /* NULL or broken: reconnect on next acquire */
+	uint32_t prepared; /* bit i: stmts[i] is prepared on pg */
+};
+
+struct tq_store {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	char *conninfo;
+	int size;
+	struct store_conn *conns;
+	int *idle; /* stack of indexes of idle connections */
+	int nidle;
+	/* reachability, under lock */
+	bool down;            /* outage logged, recovery not yet */
+	int backoff_ms;
+	int64_t next_try_ms;  /* while down: no reconnect before this */
+};
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	if (vsnprintf(err, errlen, fmt, ap) < 0)
+		err[0] = '\0';
+	va_end(ap);
+}
+
+/* libpq messages end with a newline; logs and err buffers do not. */
+static void trim_msg(const char *in, char *out, size_t outlen)
+{
+	size_t n;
+
+	if (!in)
+		in = "";
+	n = strlen(in);
+	while (n > 0 && (in[n - 1] == '\n' || in[n - 1] == ' '))
+		n--;
+	if (n >= outlen)
+		n = outlen - 1;
+	memmove(out, in, n);
+	out[n] = '\0';
+}
+
+static void notice_processor(void *arg, const char *message)
+{
+	char msg[512];
+
+	trim_msg(message, msg, sizeof(msg));
+	tq_debug("postgresql notice: %s", msg);
+}
+
+/* ---- reachability ------------------------------------------------- */
+
+static void note_outage(struct tq_store *s, const char *why)
+{
+	int64_t now = mono_ms();
+	bool first = false;
+
+	pthread_mutex_lock(&s->lock);
+	if (!s->down) {
+		s->down = true;
+		s->backoff_ms = STORE_BACKOFF_MIN_MS;
+		first = true;
+	} else if (s->backoff_ms < STORE_BACKOFF_MAX_MS) {
+		s->backoff_ms *= 2;
+		if (s->backoff_ms > STORE_BACKOFF_MAX_MS)
+			s->backoff_ms = STORE_BACKOFF_MAX_MS;
+	}
+	s->next_try_ms = now + s->backoff_ms;
+	pthread_mutex_unlock(&s->lock);
+	if (first)
+		tq_warn("postgresql unreachable, retrying in the background: %s",
+			why);
+}
+
+static void note_reachable(struct tq_store *s)
+{
+	bool was_down;
+
+	pthread_mutex_lock(&s->lock);
+	was_down = s->down;
+	s->down = false;
+	s->backoff_ms = STORE_BACKOFF_MIN_MS;
+	s->next_try_ms = 0;
+	pthread_mutex_unlock(&s->lock);
+	if (was_down)
+		tq_info("postgresql reachable again");
+}
+
+/* May a reconnect be tried now?  While down, at most one try per backoff
+ * interval for the whole pool: the first caller reserves the slot. */
+static bool may_reconnect(struct tq_store *s)
+{
+	int64_t now = mono_ms();
+	bool ok = true;
+
+	pthread_mutex_lock(&s->lock);
+	if (s->down) {
+		if (now < s->next_try_ms)
+			ok = false;
+		else
+			s->next_try_ms = now + s->backoff_ms;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return ok;
+}
+
+/* SQLSTATEs that mean "the server is not there right now". */
+static bool sqlstate_transient(const char *st)
+{
+	if (!st)
+		return false;
+	return strncmp(st, "08", 2) == 0 ||   /* connection exception */
+	       strcmp(st, "57P01") == 0 ||     /* admin_shutdown */
+	       strcmp(st, "57P02") == 0 ||     /* crash_shutdown */
+	       strcmp(st, "57P03") == 0 ||     /* cannot_connect_now */
+	       strcmp(st, "53300") == 0;       /* too_many_connections */
+}
+
+/* ---- connections -------------------------------------------------- */
+
+static void conn_drop(struct store_conn *c)
+{
+	if (c->pg)
+		PQfinish(c->pg);
+	c->pg = NULL;
+	c->prepared = 0;
+}
+
+static bool conn_ok(struct store_conn *c)
+{
+	return c->pg && PQstatus(c->pg) == CONNECTION_OK;
+}
+
+/*
+ * An idle connection has nothing to read unless the server closed it (a
+ * restart sends a termination notice, then EOF).  Read what is there so
+ * that libpq notices the EOF and marks the connection bad: better a
+ * reconnect now than a failed statement later.
+ */
+static void conn_check_idle(struct store_conn *c)
+{
+	struct pollfd pfd;
+	int i;
+
+	for (i = 0; i < 4 && conn_ok(c); i++) {
+		pfd.fd = PQsocket(c->pg);
+		pfd.events = POLLIN;
+		pfd.revents = 0;
+		if (pfd.fd < 0 || poll(&pfd, 1, 0) <= 0)
+			return;
+		if (!PQconsumeInput(c->pg))
+			return;
+	}
+}
+
+static int conn_prepare(struct store_conn *c, int id)
+{
+	PGresult *res;
+	int rc = 0;
+
+	res = PQprepare(c->pg, stmts[id].name, stmts[id].sql, 0, NULL);
+	if (PQresultStatus(res) == PGRES_COMMAND_OK)
+		c->prepared |= 1u << id;
+	else
+		rc = -1;
+	PQclear(res);
+	return rc;
+}
+
+static int conn_connect(struct tq_store *s, struct store_conn *c,
+			char *why, size_t whylen)
+{
+	/* defaults first: the caller's conninfo (expanded from dbname)
+	 * overrides them */
+	static const char *const keys[] = {
+		"connect_timeout", "keepalives_idle", "keepalives_interval",
+		"keepalives_count", "fallback_application_name", "dbname", NULL,
+	};
+	const char *vals[] = {"5", "30", "10", "3", "taskqd", s->conninfo, NULL};
+	int i;
+
+	conn_drop(c);
+	c->pg = PQconnectdbParams(keys, vals, 1);
+	if (!c->pg) {
+		set_err(why, whylen, "out of memory");
+		return -ENOMEM;
+	}
+	if (PQstatus(c->pg) != CONNECTION_OK) {
+		trim_msg(PQerrorMessage(c->pg), why, whylen);
+		conn_drop(c);
+		return -EAGAIN;
+	}
+	PQsetNoticeProcessor(c->pg, notice_processor, NULL);
+	/* statements on tables that do not exist yet are prepared on
+	 * first use */
+	for (i = 0; i < ST_COUNT; i++) {
+		if (conn_prepare(c, i) < 0 && !conn_ok(c)) {
+			trim_msg(PQerrorMessage(c->pg), why, whylen);
+			conn_drop(c);
+			return -EAGAIN;
+		}
+	}
+	return 0;
+}
+
+static int pool_acquire(struct tq_store *s, struct store_conn **out)
+{
+	struct store_conn *c;
+	char why[512];
+	int idx;
+	int rc;
+
+	pthread_mutex_lock(&s->lock);
+	while (s->nidle == 0)
+		pthread_cond_wait(&s->cond, &s->lock);
+	idx = s->idle[--s->nidle];
+	pthread_mutex_unlock(&s->lock);
+	c = &s->conns[idx];
+
+	conn_check_idle(c);
+	if (conn_ok(c)) {
+		*out = c;
+		return 0;
+	}
+	if (!may_reconnect(s)) {
+		rc = -EAGAIN;
+		goto fail;
+	}
+	rc = conn_connect(s, c, why, sizeof(why));
+	if (rc < 0) {
+		note_outage(s, why);
+		rc = -EAGAIN;
+		goto fail;
+	}
+	note_reachable(s);
+	*out = c;
+	return 0;
+fail:
+	pthread_mutex_lock(&s->lock);
+	s->idle[s->nidle++] = idx;
+	pthread_cond_signal(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+static void pool_release(struct tq_store *s, struct store_conn *c)
+{
+	/* a connection left inside a transaction cannot be reused as is */
+	if (c->pg && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+		conn_drop(c);
+	pthread_mutex_lock(&s->lock);
+	s->idle[s->nidle++] = (int)(c - s->conns);
+	pthread_cond_signal(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+}
+
+/*
+ * Turn a failed statement into an errno, and log it once.  A
+ * connection-level failure drops the connection (reconnected on next
+ * acquire) and means -EAGAIN.
+ */
+static int classify(struct tq_store *s, struct store_conn *c,
+		    const PGresult *res, const char *what)
+{
+	const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	char msg[512];
+
+	trim_msg(res ? PQresultErrorMessage(res) : PQerrorMessage(c->pg), msg,
+		 sizeof(msg));
+	if (!msg[0])
+		trim_msg(PQerrorMessage(c->pg), msg, sizeof(msg));
+	if (!res || !conn_ok(c) || sqlstate_transient(st)) {
+		/* the reconnect on next acquire tells whether this is an
+		 * outage (and logs it once) or one lost connection */
+		tq_debug("store %s: connection lost: %s", what, msg);
+		conn_drop(c);
+		return -EAGAIN;
+	}
+	if (st && strcmp(st, "23505") == 0) {
+		tq_debug("store %s: %s", what, msg);
+		return -EEXIST;
+	}
+	if (st && (strncmp(st, "22", 2) == 0 || strncmp(st, "23", 2) == 0)) {
+		tq_debug("store %s: %s", what, msg);
+		return -EINVAL;
+	}
+	if (st && (strcmp(st, "40001") == 0 || strcmp(st, "40P01") == 0)) {
+		tq_warn("store %s: %s", what, msg);
+		return -EAGAIN;
+	}
+	tq_error("store %s failed: %s", what, msg);
+	return -EIO;
+}
+
+/*
+ * Run a prepared statement.  Returns the result (caller PQclear()s) or
+ * NULL with *rc set.
+ */
+static PGresult *conn_exec(struct tq_store *s, struct store_conn *c, int id,
+			   int nparams, const char *const *params, int *rc)
+{
+	PGresult *res;
+	ExecStatusType es;
+
+	if (!(c->prepared & (1u << id))) {
+		res = PQprepare(c->pg, stmts[id].name, stmts[id].sql, 0, NULL);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+			*rc = classify(s, c, res, stmts[id].name);
+			PQclear(res);
+			return NULL;
+		}
+		PQclear(res);
+		c->prepared |= 1u << id;
+	}
+	res = PQexecPrepared(c->pg, stmts[id].name, nparams, params, NULL,
+			     NULL, 0);
+	es = PQresultStatus(res);
+	if (es != PGRES_COMMAND_OK && es != PGRES_TUPLES_OK) {
+		*rc = classify(s, c, res, stmts[id].name);
+		PQclear(res);
+		return NULL;
+	}
+	*rc = 0;
+	return res;
+}
+
+/* A constant SQL text (migrations, transaction control): no parameters. */
+static int conn_exec_simple(struct tq_store *s, struct store_conn *c,
+			    const char *sql, const char *what, char *err,
+			    size_t errlen)
+{
+	PGresult *res;
+	ExecStatusType es;
+	int rc = 0;
+
+	res = PQexec(c->pg, sql);
+	es = PQresultStatus(res);
+	if (es != PGRES_COMMAND_OK && es != PGRES_TUPLES_OK) {
+		set_err(err, errlen, "%s: %s", what,
+			res ? PQresultErrorMessage(res) : PQerrorMessage(c->pg));
+		if (err && errlen)
+			trim_msg(err, err, errlen);
+		rc = classify(s, c, res, what);
+	}
+	PQclear(res);
+	return rc;
+}
+
+/* Run one statement on a pooled connection. */
+static PGresult *store_exec(struct tq_store *s, int id, int nparams,
+			    const char *const *params, int *rc)
+{
+	struct store_conn *c;
+	PGresult *res;
+
+	*rc = pool_acquire(s, &c);
+	if (*rc < 0)
+		return NULL;
+	res = conn_exec(s, c, id, nparams, params, rc);
+	pool_release(s, c);
+	return res;
+}
+
+/* ---- open / close ------------------------------------------------- */
+
+int tq_store_open(struct tq_store **out, const char *conninfo, int pool_size,
+		  char *err, size_t errlen)
+{
+	struct tq_store *s = NULL;
+	char why[512] = "";
+	int nok = 0;
+	int rc;
+	int i;
+
+	*out = NULL;
+	if (!conninfo || pool_size < 1 || pool_size > STORE_POOL_MAX) {
+		set_err(err, errlen, "database pool size must be 1-%d",
+			STORE_POOL_MAX);
+		return -EINVAL;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	if (pthread_mutex_init(&s->lock, NULL) != 0) {
+		free(s);
+		return -ENOMEM;
+	}
+	if (pthread_cond_init(&s->cond, NULL) != 0) {
+		pthread_mutex_destroy(&s->lock);
+		free(s);
+		return -ENOMEM;
+	}
+	s->size = pool_size;
+	s->backoff_ms = STORE_BACKOFF_MIN_MS;
+	s->conninfo = strdup(conninfo);
+	s->conns = calloc((size_t)pool_size, sizeof(*s->conns));
+	s->idle = calloc((size_t)pool_size, sizeof(*s->idle));
+	if (!s->conninfo || !s->conns || !s->idle) {
+		set_err(err, errlen, "out of memory");
+		rc = -ENOMEM;
+		goto fail;
+	}
+	for (i = 0; i < pool_size; i++) {
+		s->idle[s->nidle++] = i;
+		if (conn_connect(s, &s->conns[i], why, sizeof(why)) == 0)
+			nok++;
+		else if (i == 0)
+			break; /* the server is not there: do not try the rest */
+	}
+	if (nok == 0) {
+		set_err(err, errlen, "cannot connect to postgresql: %s", why);
+		rc = -EAGAIN;
+		goto fail;
+	}
+	/* connections that failed are retried on their first acquire */
+	if (nok < pool_size)
+		tq_warn("postgresql: %d of %d connections opened: %s", nok,
+			pool_size, why);
+	*out = s;
+	return 0;
+fail:
+	tq_store_close(s);
+	return rc;
+}
+
+void tq_store_close(struct tq_store *s)
+{
+	int i;
+
+	if (!s)
+		return;
+	for (i = 0; s->conns && i < s->size; i++)
+		conn_drop(&s->conns[i]);
+	free(s->conns);
+	free(s->idle);
+	free(s->conninfo);
+	pthread_cond_destroy(&s->cond);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+}
+
+/* ---- migrations --------------------------------------------------- */
+
+static const char create_migrations_sql[] =
+	"CREATE TABLE IF NOT EXISTS schema_migrations ("
+	"version integer PRIMARY KEY, "
+	"name text NOT NULL, "
+	"applied_at timestamptz NOT NULL DEFAULT now())";
+
+/* Apply migration m unless it is recorded.  1 applied, 0 skipped, <0. */
+static int migrate_one(struct tq_store *s, struct store_conn *c,
+		       const struct tq_migration *m, char *err, size_t errlen)
+{
+	const char *lock_params[1] = {STORE_MIGRATE_LOCK_KEY};
+	const char *params[2];
+	char version[16];
+	char what[128];
+	PGresult *res = NULL;
+	int rc;
+
+	if (snprintf(version, sizeof(version), "%d", m->version) >=
+	    (int)sizeof(version))
+		return -EINVAL;
+	if (snprintf(what, sizeof(what), "migration %s", m->name) < 0)
+		return -EINVAL;
+	rc = conn_exec_simple(s, c, "BEGIN", what, err, errlen);
+	if (rc < 0)
+		return rc;
+	res = conn_exec(s, c, ST_MIG_LOCK, 1, lock_params, &rc);
+	if (!res)
+		goto fail;
+	PQclear(res);
+	params[0] = version;
+	params[1] = m->name;
+	res = conn_exec(s, c, ST_MIG_HAS, 1, params, &rc);
+	if (!res)
+		goto fail;
+	if (PQntuples(res) > 0) {
+		PQclear(res);
+		rc = conn_exec_simple(s, c, "COMMIT", what, err, errlen);
+		return rc < 0 ? rc : 0;
+	}
+	PQclear(res);
+	rc = conn_exec_simple(s, c, m->sql, what, err, errlen);
+	if (rc < 0)
+		goto rollback;
+	res = conn_exec(s, c, ST_MIG_RECORD, 2, params, &rc);
+	if (!res)
+		goto fail;
+	PQclear(res);
+	rc = conn_exec_simple(s, c, "COMMIT", what, err, errlen);
+	if (rc < 0)
+		return rc;
+	tq_info("applied migration %s", m->name);
+	return 1;
+fail:
+	set_err(err, errlen, "%s: %s", what,
+		rc == -EAGAIN ? "postgresql unreachable" :
+				"database error (see the log)");
+rollback:
+	if (conn_ok(c))
+		conn_exec_simple(s, c, "ROLLBACK", what, NULL, 0);
+	return rc;
+}
+
+int tq_store_migrate(struct tq_store *s, int *applied, char *err,
+		     size_t errlen)
+{
+	const char *lock_params[1] = {STORE_MIGRATE_LOCK_KEY};
+	struct store_conn *c = NULL;
+	PGresult *res;
+	size_t i;
+	int n = 0;
+	int rc;
+
+	if (applied)
+		*applied = 0;
+	rc = pool_acquire(s, &c);
+	if (rc < 0) {
+		set_err(err, errlen, "postgresql unreachable");
+		return rc;
+	}
+	/* the bookkeeping table, created under the same lock */
+	rc = conn_exec_simple(s, c, "BEGIN", "migrations", err, errlen);
+	if (rc < 0)
+		goto out;
+	res = conn_exec(s, c, ST_MIG_LOCK, 1, lock_params, &rc);
+	if (!res) {
+		set_err(err, errlen, "migrations: cannot take the lock");
+		goto out;
+	}
+	PQclear(res);
+	rc = conn_exec_simple(s, c, create_migrations_sql, "schema_migrations",
+			      err, errlen);
+	if (rc < 0)
+		goto out;
+	rc = conn_exec_simple(s, c, "COMMIT", "migrations", err, errlen);
+	if (rc < 0)
+		goto out;
+
+	for (i = 0; i < tq_migrations_count; i++) {
+		rc = migrate_one(s, c, &tq_migrations[i], err, errlen);
+		if (rc < 0)
+			goto out;
+		n += rc;
+	}
+	rc = 0;
+out:
+	if (c) {
+		if (c->pg && PQtransactionStatus(c->pg) != PQTRANS_IDLE &&
+		    conn_ok(c))
+			conn_exec_simple(s, c, "ROLLBACK", "migrations", NULL, 0);
+		pool_release(s, c);
+	}
+	if (applied)
+		*applied = n;
+	return rc;
+}
+
+/* ---- jobs --------------------------------------------------------- */
+
+int tq_store_ping(struct tq_store *s)
+{
+	PGresult *res;
+	int rc;
+
+	res = store_exec(s, ST_PING, 0, NULL, &rc);
+	PQclear(res);
+	return rc < 0 ? -EAGAIN : 0;
+}
+
+/* Validate and normalise a job id; false for anything not a uuid. */
+static bool norm_uuid(const char *id, char out[37])
+{
+	uuid_t uu;
+
+	if (!id || strnlen(id, 37) != 36 || uuid_parse(id, uu) != 0)
+		return false;
+	uuid_unparse_lower(uu, out);
+	return true;
+}
+
+static char *dup_value(const PGresult *res, int row, int col)
+{
+	if (PQgetisnull(res, row, col))
+		return NULL;
+	return strdup(PQgetvalue(res, row, col));
+}
+
+static int int_value(const PGresult *res, int row, int col, long *out)
+{
+	const char *v = PQgetvalue(res, row, col);
+	char *end = NULL;
+
+	errno = 0;
+	*out = strtol(v, &end, 10);
+	if (errno || end == v || *end)
+		return -EIO;
+	return 0;
+}
+
+int tq_store_insert(struct tq_store *s, const struct tq_job_spec *spec,
+		    char id_out[37], char **job_json, int *is_pending)
+{
+	char prio[16], attempts[16], timeout[16], delay[32], run_at[32];
+	const char *params[9];
+	PGresult *res = NULL;
+	uuid_t uu;
+	char id[37];
+	int rc;
+
+	*job_json = NULL;
+	*is_pending = 0;
+	if (!spec->type || !spec->payload ||
+	    spec->priority < TQ_PRIORITY_MIN || spec->priority > TQ_PRIORITY_MAX ||
+	    spec->max_attempts < 1 || spec->timeout_s < 1)
+		return -EINVAL;
+	uuid_generate_random(uu);
+	uuid_unparse_lower(uu, id);
+	if (snprintf(prio, sizeof(prio), "%d", spec->priority) >= (int)sizeof(prio) ||
+	    snprintf(attempts, sizeof(attempts), "%d", spec->max_attempts) >=
+		    (int)sizeof(attempts) ||
+	    snprintf(timeout, sizeof(timeout), "%d", spec->timeout_s) >=
+		    (int)sizeof(timeout) ||
+	    snprintf(delay, sizeof(delay), "%lld", (long long)spec->delay_ms) >=
+		    (int)sizeof(delay) ||
+	    snprintf(run_at, sizeof(run_at), "%lld", (long long)spec->run_at_ms) >=
+		    (int)sizeof(run_at))
+		return -EINVAL;
+	params[0] = id;
+	params[1] = spec->type;
+	params[2] = spec->payload;
+	params[3] = spec->queue ? spec->queue : "default";
+	params[4] = prio;
+	params[5] = attempts;
+	params[6] = timeout;
+	params[7] = spec->has_delay ? delay : NULL;
+	params[8] = !spec->has_delay && spec->has_run_at ? run_at : NULL;
+
+	res = store_exec(s, ST_INSERT, 9, params, &rc);
+	if (!res)
+		return rc;
+	if (PQntuples(res) != 1 || PQgetisnull(res, 0, 1)) {
+		rc = -EIO;
+		goto out;
+	}
+	*job_json = strdup(PQgetvalue(res, 0, 1));
+	if (!*job_json) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	*is_pending = strcmp(PQgetvalue(res, 0, 0), "pending") == 0;
+	memcpy(id_out, id, sizeof(id));
+	rc = 0;
+out:
+	PQclear(res);
+	return rc;
+}
+
+int tq_store_get_json(struct tq_store *s, const char *id, char **job_json)
+{
+	const char *params[1];
+	PGresult *res;
+	char uid[37];
+	int rc;
+
+	*job_json = NULL;
+	if (!norm_uuid(id, uid))
+		return -ENOENT;
+	params[0] = uid;
+	res = store_exec(s, ST_GET, 1, params, &rc);
+	if (!res)
+		return rc;
+	if (PQntuples(res) == 0) {
+		rc = -ENOENT;
+	} else {
+		*job_json = dup_value(res, 0, 0);
+		rc = *job_json ? 0 : -ENOMEM;
+	}
+	PQclear(res);
+	return rc;
+}
+
+static bool known_status(const char *st)
+{
+	static const char *const states[] = {
+		"pending", "scheduled", "running", "completed", "failed",
+		"cancelled",
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(states) / sizeof(states[0]); i++)
+		if (strcmp(st, states[i]) == 0)
+			return true;
+	return false;
+}
+
+int tq_store_list_json(struct tq_store *s, const char *status,
+		       const char *type, int limit, char **json)
+{
+	const char *params[3];
+	PGresult *res;
+	char lim[16];
+	int id;
+	int rc;
+
+	*json = NULL;
+	if (limit < 1 || limit > STORE_LIST_MAX)
+		return -EINVAL;
+	if (status && !known_status(status))
+		return -EINVAL;
+	if (type && (type[0] == '\0' || strnlen(type, TQ_TYPE_NAME_MAX + 1) >
+					       TQ_TYPE_NAME_MAX))
+		return -EINVAL;
+	if (snprintf(lim, sizeof(lim), "%d", limit) >= (int)sizeof(lim))
+		return -EINVAL;
+	if (status && type)
+		id = ST_LIST_BOTH;
+	else if (status)
+		id = ST_LIST_STATUS;
+	else if (type)
+		id = ST_LIST_TYPE;
+	else
+		id = ST_LIST_ALL;
+	params[0] = status;
+	params[1] = type;
+	params[2] = lim;
+	res = store_exec(s, id, 3, params, &rc);
+	if (!res)
+		return rc;
+	if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
+		rc = -EIO;
+	} else {
+		*json = dup_value(res, 0, 0);
+		rc = *json ? 0 : -ENOMEM;
+	}
+	PQclear(res);
+	return rc;
+}
+
+void tq_claim_free(struct tq_claim *c)
+{
+	if (!c)
+		return;
+	free(c->type);
+	free(c->payload);
+	free(c->queue);
+	c->type = NULL;
+	c->payload = NULL;
+	c->queue = NULL;
+}
+
+int tq_store_claim(struct tq_store *s, const char *id, int lease_s,
+		   struct tq_claim *out)
+{
+	const char *params[2];
+	PGresult *res;
+	char lease[16];
+	char uid[37];
+	long attempt, max_attempts, timeout_s;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (!norm_uuid(id, uid))
+		return -ENOENT;
+	if (lease_s < 0)
+		lease_s = 0;
+	if (snprintf(lease, sizeof(lease), "%d", lease_s) >= (int)sizeof(lease))
+		return -EINVAL;
+	params[0] = uid;
+	params[1] = lease;
+	res = store_exec(s, ST_CLAIM, 2, params, &rc);
+	if (!res)
+		return rc;
+	if (PQntuples(res) == 0) {
+		rc = -ENOENT;
+		goto out;
+	}
+	if (int_value(res, 0, 3, &attempt) < 0 ||
+	    int_value(res, 0, 4, &max_attempts) < 0 ||
+	    int_value(res, 0, 5, &timeout_s) < 0) {
+		rc = -EIO;
+		goto out;
+	}
+	memcpy(out->id, uid, sizeof(uid));
+	out->type = dup_value(res, 0, 0);
+	out->payload = dup_value(res, 0, 1);
+	out->queue = dup_value(res, 0, 2);
+	out->attempt = (int)attempt;
+	out->max_attempts = (int)max_attempts;
+	out->timeout_s = (int)timeout_s;
+	if (!out->type || !out->payload || !out->queue) {
+		tq_claim_free(out);
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = 0;
+out:
+	PQclear(res);
+	return rc;
+}
+
+/*
+ * An error message as stored: at most TQ_ERROR_MAX bytes of valid UTF-8
+ * (a handler's message is arbitrary bytes; PostgreSQL refuses invalid
+ * UTF-8, and the outcome must be written anyway).  Invalid bytes become
+ * '?'; the cut never splits a character.
+ */
+static void clean_error(const char *in, char *out, size_t outlen)
+{
+	const unsigned char *p = (const unsigned char *)(in ? in : "");
+	size_t o = 0;
+
+	while (*p) {
+		size_t n = 1, k;
+		unsigned char b = *p;
+
+		if (b >= 0xc2 && b <= 0xdf)
+			n = 2;
+		else if (b >= 0xe0 && b <= 0xef)
+			n = 3;
+		else if (b >= 0xf0 && b <= 0xf4)
+			n = 4;
+		else if (b >= 0x80)
+			n = 0; /* invalid lead byte */
+		for (k = 1; k < n; k++)
+			if ((p[k] & 0xc0) != 0x80)
+				break;
+		if (n > 1 && k == n) {
+			/* reject overlongs and surrogates */
+			if ((b == 0xe0 && p[1] < 0xa0) ||
+			    (b == 0xed && p[1] > 0x9f) ||
+			    (b == 0xf0 && p[1] < 0x90) ||
+			    (b == 0xf4 && p[1] > 0x8f))
+				n = 0;
+		} else if (n > 1) {
+			n = 0;
+		}
+		if (n == 0) {
+			if (o + 1 >= outlen)
+				break;
+			out[o++] = '?';
+			p++;
+			continue;
+		}
+		if (o + n >= outlen)
+			break;
+		memcpy(out + o, p, n);
+		o += n;
+		p += n;
+	}
+	out[o] = '\0';
+}
+
+static int fenced_update(struct tq_store *s, int stmt, const char *id,
+			 int attempt, const char *p3, const char *p4,
+			 int nparams)
+{
+	const char *params[4];
+	PGresult *res;
+	char uid[37];
+	char att[16];
+	char *end;
+	long n;
+	int rc;
+
+	if (!norm_uuid(id, uid))
+		return -ENOENT;
+	if (snprintf(att, sizeof(att), "%d", attempt) >= (int)sizeof(att))
+		return -EINVAL;
+	params[0] = uid;
+	params[1] = att;
+	params[2] = p3;
+	params[3] = p4;
+	res = store_exec(s, stmt, nparams, params, &rc);
+	if (!res)
+		return rc;
+	errno = 0;
+	n = strtol(PQcmdTuples(res), &end, 10);
+	if (errno || *end)
+		rc = -EIO;
+	else
+		rc = n == 0 ? -ESTALE : 0;
+	PQclear(res);
+	return rc;
+}
+
+int tq_store_complete(struct tq_store *s, const char *id, int attempt,
+		      const char *result_json)
+{
+	return fenced_update(s, ST_COMPLETE, id, attempt, result_json, NULL, 3);
+}
+
+int tq_store_retry(struct tq_store *s, const char *id, int attempt,
+		   int64_t delay_ms, const char *error)
+{
+	char msg[TQ_ERROR_MAX + 1];
+	char delay[32];
+
+	if (delay_ms < 0)
+		delay_ms = 0;
+	if (delay_ms > STORE_RETRY_DELAY_MAX_MS)
+		delay_ms = STORE_RETRY_DELAY_MAX_MS;
+	if (snprintf(delay, sizeof(delay), "%lld", (long long)delay_ms) >=
+	    (int)sizeof(delay))
+		return -EINVAL;
+	clean_error(error, msg, sizeof(msg));
+	return fenced_update(s, ST_RETRY, id, attempt, delay, msg, 4);
+}
+
+int tq_store_fail(struct tq_store *s, const char *id, int attempt,
+		  const char *error)
+{
+	char msg[TQ_ERROR_MAX + 1];
+
+	clean_error(error, msg, sizeof(msg));
+	return fenced_update(s, ST_FAIL, id, attempt, msg, NULL, 3);
+}
+
+int tq_store_promote_due(struct tq_store *s, int limit, tq_store_ready_fn cb,
+			 void *arg)
+{
+	const char *params[1];
+	PGresult *res;
+	char lim[16];
+	long prio;
+	int i, n;
+	int rc;
+
+	if (limit < 1)
+		return 0;
+	if (limit > 10000)
+		limit = 10000;
+	if (snprintf(lim, sizeof(lim), "%d", limit) >= (int)sizeof(lim))
+		return -EINVAL;
+	params[0] = lim;
+	res = store_exec(s, ST_PROMOTE, 1, params, &rc);
+	if (!res)
+		return rc;
+	/* the rows are committed: the connection is back in the pool, so
+	 * the callback may use the store */
+	n = PQntuples(res);
+	for (i = 0; cb && i < n; i++) {
+		if (int_value(res, i, 1, &prio) < 0)
+			prio = 0;
+		cb(arg, PQgetvalue(res, i, 0), (int)prio,
+		   PQgetvalue(res, i, 2));
+	}
+	PQclear(res);
+	return n;
+}
+
+int tq_store_next_due_ms(struct tq_store *s, int64_t *ms)
+{
+	PGresult *res;
+	char *end;
+	long long v;
+	int rc;
+
+	*ms = 0;
+	res = store_exec(s, ST_NEXT_DUE, 0, NULL, &rc);
+	if (!res)
+		return rc;
+	if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
+		rc = -ENOENT;
+		goto out;
+	}
+	errno = 0;
+	v = strtoll(PQgetvalue(res, 0, 0), &end, 10);
+	if (errno || *end) {
+		rc = -EIO;
+		goto out;
+	}
+	*ms = v;
+	rc = 0;
+out:
+	PQclear(res);
+	return rc;
+}

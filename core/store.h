@@ -1,0 +1,97 @@
+/*
+ * store.h - the job store: PostgreSQL, the source of truth.
+ *
+ * A fixed pool of libpq connections (tq_store_open), each with the
+ * prepared statements of this module.  Every state change is one
+ * conditional UPDATE that names the state it leaves; outcome writes are
+ * fenced by the attempt number, so a stale worker cannot overwrite a newer
+ * attempt.  A broken connection is reset with capped backoff on next use.
+ *
+ * Errors: 0 on success; -ENOENT (no such row / nothing to claim), -ESTALE
+ * (fenced out: the job left the state or attempt the caller held),
+ * -EAGAIN (PostgreSQL unreachable: the caller answers 503 or retries),
+ * -EIO (any other database error; the reason is logged once).
+ * All functions are thread-safe.
+ */
+#ifndef TQ_STORE_H
+#define TQ_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "request.h"
+
+struct tq_store;
+
+/* Open pool_size connections (at least one must succeed). */
+int tq_store_open(struct tq_store **out, const char *conninfo, int pool_size,
+		  char *err, size_t errlen);
+void tq_store_close(struct tq_store *store);
+
+/* Apply the embedded migrations not yet recorded in schema_migrations, in
+ * order, each in its own transaction.  *applied = how many ran. */
+int tq_store_migrate(struct tq_store *store, int *applied, char *err,
+		     size_t errlen);
+
+/* 0 when a connection answers, else -EAGAIN. */
+int tq_store_ping(struct tq_store *store);
+
+/*
+ * Insert a job from a validated spec whose max_attempts and timeout_s are
+ * already resolved (non-zero).  Status is "pending", or "scheduled" with
+ * delay/run_at in the future.  Returns only after COMMIT.  On success
+ * *job_json (malloc'd, caller frees) is the job as GET shows it, and
+ * *is_pending tells whether to dispatch it now.
+ */
+int tq_store_insert(struct tq_store *store, const struct tq_job_spec *spec,
+		    char id_out[37], char **job_json, int *is_pending);
+
+/* The job as JSON text (malloc'd), or -ENOENT. */
+int tq_store_get_json(struct tq_store *store, const char *id, char **job_json);
+
+/* {"jobs":[...]} newest first; status/type may be NULL; 1 <= limit <= 1000. */
+int tq_store_list_json(struct tq_store *store, const char *status,
+		       const char *type, int limit, char **json);
+
+/* What a worker needs to run an attempt.  Owns its strings. */
+struct tq_claim {
+	char id[37];
+	char *type;
+	char *payload;
+	char *queue;
+	int attempt; /* this attempt's number (attempts after the claim) */
+	int max_attempts;
+	int timeout_s;
+};
+void tq_claim_free(struct tq_claim *c);
+
+/* pending -> running (attempts+1, started_at, lease from the database's
+ * clock: now() + timeout_s + lease_s).  -ENOENT when the job is not
+ * pending (claimed elsewhere, cancelled, unknown id). */
+int tq_store_claim(struct tq_store *store, const char *id, int lease_s,
+		   struct tq_claim *out);
+
+/* running(attempt) -> completed with result (JSON text or NULL). */
+int tq_store_complete(struct tq_store *store, const char *id, int attempt,
+		      const char *result_json);
+/* running(attempt) -> scheduled at now() + delay_ms with error_message. */
+int tq_store_retry(struct tq_store *store, const char *id, int attempt,
+		   int64_t delay_ms, const char *error);
+/* running(attempt) -> failed with error_message. */
+int tq_store_fail(struct tq_store *store, const char *id, int attempt,
+		  const char *error);
+
+/* Called for each job made ready (queue, priority, id). */
+typedef void (*tq_store_ready_fn)(void *arg, const char *queue, int priority,
+				  const char *id);
+
+/* scheduled -> pending for up to limit jobs whose run_at has come;
+ * cb for each.  Returns the number promoted (>= 0) or an error. */
+int tq_store_promote_due(struct tq_store *store, int limit,
+			 tq_store_ready_fn cb, void *arg);
+
+/* Milliseconds until the earliest scheduled job is due (0 if one is due
+ * now), or -ENOENT when none is scheduled. */
+int tq_store_next_due_ms(struct tq_store *store, int64_t *ms);
+
+#endif

@@ -1,0 +1,145 @@
+/*
+ * test_e2e_outage.c - PostgreSQL goes away under a running taskqd:
+ * submissions answer 503 and store nothing, /healthz stays 200, and the
+ * daemon recovers by itself when PostgreSQL is back.  The harness restarts
+ * PostgreSQL in the teardown even when an assertion fails.
+ */
+#include "harness.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ECHO_BODY "{\"type\":\"echo\",\"payload\":{\"outage\":true}}"
+
+/* 6. POST during a PostgreSQL outage answers 503; recovery is automatic. */
+static void test_postgres_outage(void **state)
+{
+	struct th_daemon *d = th_daemon_start(NULL);
+	char before_id[TH_ID_LEN], id[TH_ID_LEN] = "";
+	struct th_resp r;
+	int64_t deadline;
+	cJSON *job;
+	int i;
+
+	(void)state;
+	/* the pool is warm */
+	th_submit(d, ECHO_BODY, before_id);
+	cJSON_Delete(th_wait_status(d, before_id, "completed", 10000));
+
+	th_pg_stop();
+
+	for (i = 0; i < 3; i++) {
+		th_http(d, "POST", "/v1/jobs", ECHO_BODY, "application/json",
+			&r);
+		if (r.status != 503 ||
+		    strcmp(th_resp_code(&r), "UNAVAILABLE") != 0) {
+			fprintf(stderr, "POST during outage: %ld %s %s\n",
+				r.status, r.body, r.error);
+			th_resp_free(&r);
+			fail_msg("POST during the outage did not answer 503 "
+				 "UNAVAILABLE");
+		}
+		assert_non_null(th_json_str(r.json, "error"));
+		th_resp_free(&r);
+
+		th_http(d, "GET", "/healthz", NULL, NULL, &r);
+		assert_int_equal(r.status, 200);
+		th_resp_free(&r);
+	}
+	assert_true(th_daemon_alive(d));
+
+	th_pg_start();
+
+	/* no restart of taskqd: it must reconnect on its own */
+	deadline = th_now_ms() + 30000;
+	for (;;) {
+		th_http(d, "POST", "/v1/jobs", ECHO_BODY, "application/json",
+			&r);
+		if (r.status == 201) {
+			snprintf(id, sizeof(id), "%s",
+				 th_json_str(r.json, "id") ?
+					 th_json_str(r.json, "id") : "");
+			th_resp_free(&r);
+			break;
+		}
+		if (r.status != 503) {
+			fprintf(stderr, "POST after restart: %ld %s %s\n",
+				r.status, r.body, r.error);
+			th_resp_free(&r);
+			fail_msg("POST after the restart answered neither 201 "
+				 "nor 503");
+		}
+		th_resp_free(&r);
+		if (th_now_ms() >= deadline)
+			fail_msg("taskqd did not recover within 30 s of the "
+				 "PostgreSQL restart");
+		th_sleep_ms(200);
+	}
+	assert_int_equal(strlen(id), TH_ID_LEN - 1);
+	job = th_wait_status(d, id, "completed", 15000);
+	assert_int_equal(th_json_int(job, "attempts"), 1);
+	cJSON_Delete(job);
+
+	/* 503 stored nothing: the two accepted jobs are all there is */
+	assert_int_equal(th_jobs_count(), 2);
+	assert_true(th_daemon_alive(d));
+	th_case_passed();
+}
+
+/* Jobs accepted before the outage and still queued complete after it. */
+static void test_queued_jobs_survive_outage(void **state)
+{
+	struct th_daemon *d = th_daemon_start("TASKQ_WORKERS=1", NULL);
+	char block[TH_ID_LEN], queued[3][TH_ID_LEN];
+	struct th_resp r;
+	int i;
+
+	(void)state;
+	th_submit(d, "{\"type\":\"sleep\",\"payload\":{\"ms\":1500}}", block);
+	cJSON_Delete(th_wait_status(d, block, "running", 10000));
+	for (i = 0; i < 3; i++)
+		th_submit(d, "{\"type\":\"record\",\"payload\":{}}", queued[i]);
+
+	th_pg_stop();
+	th_sleep_ms(2500); /* the sleep job ends while the database is down */
+	th_http(d, "GET", "/healthz", NULL, NULL, &r);
+	assert_int_equal(r.status, 200);
+	th_resp_free(&r);
+	th_pg_start();
+
+	/* all end completed (the sleep job perhaps after a lease expiry and a
+	 * second attempt, which lease_s 30 allows within the deadline) */
+	cJSON_Delete(th_wait_status(d, block, "completed", 60000));
+	for (i = 0; i < 3; i++)
+		cJSON_Delete(th_wait_status(d, queued[i], "completed", 60000));
+	assert_int_equal(th_sql_long("SELECT count(*) FROM jobs WHERE status "
+				     "= 'completed'", NULL, 0),
+			 4);
+	assert_true(th_daemon_alive(d));
+	th_case_passed();
+}
+
+static int group_setup(void **state)
+{
+	(void)state;
+	return th_group_setup("e2e_outage");
+}
+
+static int group_teardown(void **state)
+{
+	(void)state;
+	return th_group_teardown();
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_postgres_outage,
+						th_case_setup, th_case_teardown),
+		cmocka_unit_test_setup_teardown(test_queued_jobs_survive_outage,
+						th_case_setup, th_case_teardown),
+	};
+
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

@@ -1,0 +1,232 @@
+/* Integration tests: the Redis queue and the dispatcher, on a real Redis. */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "dispatch.h"
+#include "keys.h"
+#include "queue.h"
+
+static const char *redis_url;
+static char prefix[64];
+static const char *const queues[] = {"default", NULL};
+
+static void make_id(char id[37], int n)
+{
+	snprintf(id, 37, "00000000-0000-4000-8000-%012d", n);
+}
+
+static int group_setup(void **state)
+{
+	(void)state;
+	redis_url = getenv("TASKQ_TEST_REDIS_URL");
+	if (!redis_url) {
+		fprintf(stderr, "TASKQ_TEST_REDIS_URL is not set: run the suite with `make test`\n");
+		return -1;
+	}
+	snprintf(prefix, sizeof(prefix), "tqtest%d", (int)getpid());
+	return 0;
+}
+
+static struct tq_queue *open_queue(void)
+{
+	struct tq_queue *q;
+	char err[256];
+
+	assert_int_equal(tq_queue_open(&q, redis_url, prefix, err, sizeof(err)), 0);
+	assert_int_equal(tq_queue_ping(q), 0);
+	return q;
+}
+
+static void test_parse_url(void **state)
+{
+	char host[64], pw[64];
+	int port, db;
+
+	(void)state;
+	assert_int_equal(tq_queue_parse_url("redis://h", host, sizeof(host), &port, &db, pw, sizeof(pw)), 0);
+	assert_string_equal(host, "h");
+	assert_int_equal(port, 6379);
+	assert_int_equal(db, 0);
+	assert_int_equal(tq_queue_parse_url("redis://:s3cret@10.0.0.1:7000/3", host, sizeof(host), &port, &db, pw, sizeof(pw)), 0);
+	assert_string_equal(host, "10.0.0.1");
+	assert_string_equal(pw, "s3cret");
+	assert_int_equal(port, 7000);
+	assert_int_equal(db, 3);
+	assert_int_equal(tq_queue_parse_url("http://h", host, sizeof(host), &port, &db, pw, sizeof(pw)), -EINVAL);
+	assert_int_equal(tq_queue_parse_url("redis://h:0", host, sizeof(host), &port, &db, pw, sizeof(pw)), -EINVAL);
+	assert_int_equal(tq_queue_parse_url("redis://h:1/x", host, sizeof(host), &port, &db, pw, sizeof(pw)), -EINVAL);
+	assert_int_equal(tq_queue_parse_url("redis://", host, sizeof(host), &port, &db, pw, sizeof(pw)), -EINVAL);
+}
+
+static void test_key_layout(void **state)
+{
+	char key[64];
+
+	(void)state;
+	assert_int_equal(tq_key_ready(key, sizeof(key), "taskq", "mail", 7), 0);
+	assert_string_equal(key, "taskq:v1:ready:mail:7");
+	assert_int_equal(tq_key_ready(key, 10, "taskq", "mail", 7), -ENAMETOOLONG);
+}
+
+static void test_priority_then_fifo(void **state)
+{
+	struct tq_queue *q = open_queue();
+	struct tq_ready items[6];
+	char ids[6][37], got[37];
+	static const int prio[6] = {0, 5, 0, 9, 5, 0};
+	/* expected order: 9, then the two 5s in submission order, then the 0s */
+	static const int order[6] = {3, 1, 4, 0, 2, 5};
+
+	(void)state;
+	for (int i = 0; i < 6; i++) {
+		make_id(ids[i], i);
+		items[i] = (struct tq_ready){.queue = "default", .priority = prio[i], .id = ids[i]};
+	}
+	assert_int_equal(tq_queue_push(q, items, 6), 0);
+	for (int i = 0; i < 6; i++) {
+		assert_int_equal(tq_queue_pop(q, queues, 1, got), 0);
+		assert_string_equal(got, ids[order[i]]);
+	}
+	assert_int_equal(tq_queue_pop(q, queues, 1, got), -ETIMEDOUT);
+	tq_queue_close(q);
+}
+
+static void test_other_queue_not_taken(void **state)
+{
+	struct tq_queue *q = open_queue();
+	static const char *const mail[] = {"mail", NULL};
+	struct tq_ready item;
+	char id[37], got[37];
+
+	(void)state;
+	make_id(id, 77);
+	item = (struct tq_ready){.queue = "mail", .priority = 1, .id = id};
+	assert_int_equal(tq_queue_push(q, &item, 1), 0);
+	assert_int_equal(tq_queue_pop(q, queues, 1, got), -ETIMEDOUT);
+	assert_int_equal(tq_queue_pop(q, mail, 1, got), 0);
+	assert_string_equal(got, id);
+	tq_queue_close(q);
+}
+
+struct popper {
+	struct tq_queue *q;
+	int result;
+};
+
+static void *pop_forever(void *arg)
+{
+	struct popper *p = arg;
+	char id[37];
+
+	p->result = tq_queue_pop(p->q, queues, 0, id);
+	return NULL;
+}
+
+static void test_interrupt_wakes_blocked_pop(void **state)
+{
+	struct popper p = {.q = open_queue(), .result = 1};
+	pthread_t t;
+	struct timespec start, end;
+
+	(void)state;
+	assert_int_equal(pthread_create(&t, NULL, pop_forever, &p), 0);
+	usleep(200 * 1000);
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	tq_queue_interrupt(p.q);
+	pthread_join(t, NULL);
+	clock_gettime(CLOCK_MONOTONIC, &end);
+	assert_int_equal(p.result, -EINTR);
+	assert_true(end.tv_sec - start.tv_sec < 2);
+	tq_queue_close(p.q);
+}
+
+static void test_dispatch_delivers_in_order(void **state)
+{
+	struct tq_dispatch *d;
+	struct tq_queue *q = open_queue();
+	char err[256], id[37], got[37];
+
+	(void)state;
+	assert_int_equal(tq_dispatch_start(&d, redis_url, prefix, 1000, err, sizeof(err)), 0);
+	for (int i = 0; i < 300; i++) {
+		make_id(id, 1000 + i);
+		tq_dispatch_push(d, "default", 2, id);
+	}
+	assert_int_equal(tq_dispatch_flush(d, 5000), 0);
+	for (int i = 0; i < 300; i++) {
+		make_id(id, 1000 + i);
+		assert_int_equal(tq_queue_pop(q, queues, 1, got), 0);
+		assert_string_equal(got, id);
+	}
+	tq_dispatch_stop(d);
+	tq_queue_close(q);
+}
+
+static int servers(const char *what)
+{
+	const char *script = getenv("TASKQ_TEST_SERVERS");
+	char cmd[1024];
+
+	if (!script)
+		fail_msg("TASKQ_TEST_SERVERS is not set: run the suite with `make test`");
+	snprintf(cmd, sizeof(cmd), "'%s' %s", script, what);
+	return system(cmd);
+}
+
+/* Redis goes away and comes back empty: the queue reports -EAGAIN (no
+ * crash), the dispatcher keeps what it could not send, and both recover by
+ * themselves. */
+static void test_survives_redis_restart(void **state)
+{
+	struct tq_queue *q = open_queue();
+	struct tq_dispatch *d;
+	struct tq_ready item;
+	char err[256], id[37], got[37];
+	int r = 0;
+
+	(void)state;
+	assert_int_equal(tq_dispatch_start(&d, redis_url, prefix, 1000, err, sizeof(err)), 0);
+	assert_int_equal(servers("redis-stop"), 0);
+	make_id(id, 5000);
+	item = (struct tq_ready){.queue = "default", .priority = 0, .id = id};
+	r = tq_queue_push(q, &item, 1);
+	assert_int_equal(r, -EAGAIN);
+	assert_int_equal(tq_queue_pop(q, queues, 1, got), -EAGAIN);
+	tq_dispatch_push(d, "default", 0, id);
+	assert_int_equal(tq_dispatch_flush(d, 300), -ETIMEDOUT);
+	assert_int_equal(servers("redis-start"), 0);
+	assert_int_equal(tq_dispatch_flush(d, 10000), 0);
+	for (int i = 0; i < 100; i++) {
+		r = tq_queue_pop(q, queues, 1, got);
+		if (r != -EAGAIN)
+			break;
+		usleep(100 * 1000);
+	}
+	assert_int_equal(r, 0);
+	assert_string_equal(got, id);
+	tq_dispatch_stop(d);
+	tq_queue_close(q);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_parse_url),
+		cmocka_unit_test(test_key_layout),
+		cmocka_unit_test(test_priority_then_fifo),
+		cmocka_unit_test(test_other_queue_not_taken),
+		cmocka_unit_test(test_interrupt_wakes_blocked_pop),
+		cmocka_unit_test(test_dispatch_delivers_in_order),
+		cmocka_unit_test(test_survives_redis_restart),
+	};
+	return cmocka_run_group_tests(tests, group_setup, NULL);
+}
