@@ -18,7 +18,7 @@ REDIS_PORT ?= 56379
 export TASKQ_PG_PORT := $(PG_PORT)
 export TASKQ_REDIS_PORT := $(REDIS_PORT)
 
-.PHONY: all deps build build-san servers run stop test test-unit test-build test-san check-config clean distclean
+.PHONY: all deps build build-san servers run stop test test-unit check-config bench bench-quick chaos deb rpm clean distclean
 
 all: build
 
@@ -69,6 +69,24 @@ test-unit: build
 
 check-config: build
 	$(BUILD)/core/taskqd -c $(CONF) --check-config
+
+# Benchmarks (see docs/PERFORMANCE.md): the full run, or a quick check that
+# every scenario works.
+bench: build servers
+	@scripts/bench.sh $(BUILD)
+
+bench-quick: build servers
+	@scripts/bench.sh $(BUILD) --quick
+
+# The whole chaos suite (make test runs its short form).
+chaos: build servers
+	@$(test-env); TASKQ_CHAOS=full $(BUILD)/tests/test_chaos
+
+deb: deps
+	@packaging/build-deb.sh
+
+rpm: deps
+	@packaging/build-rpm.sh
 
 clean:
 	rm -rf $(BUILD) $(BUILD_SAN)

@@ -21,6 +21,7 @@
  * even when a later load replaces the registry that names them, because a
  * worker may still be running one of their handlers.
  */
+#include <cjson/cJSON.h>
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
@@ -808,4 +809,41 @@ out:
 	host_free_names(names, n_names);
 	pthread_mutex_unlock(&p->load_lock);
 	return rc;
+}
+
+enum taskq_outcome tq_type_run(const struct tq_type *t, struct taskq_job *job)
+{
+	return t->def->handler(&tq_host, job, t->plugin->user_data);
+}
+
+int tq_plugins_types_json(struct tq_plugins *p, char **json)
+{
+	struct tq_registry *reg = tq_plugins_acquire(p);
+	cJSON *root = cJSON_CreateObject();
+	cJSON *arr = root ? cJSON_AddArrayToObject(root, "job_types") : NULL;
+	int r = -ENOMEM;
+
+	*json = NULL;
+	if (!arr)
+		goto out;
+	for (size_t i = 0; i < tq_registry_count(reg); i++) {
+		const struct tq_type *t = tq_registry_at(reg, i);
+		cJSON *o = cJSON_CreateObject();
+
+		if (!o || !cJSON_AddItemToArray(arr, o))
+			goto out;
+		if (!cJSON_AddStringToObject(o, "name", t->name) ||
+		    !cJSON_AddStringToObject(o, "plugin", t->plugin->name) ||
+		    !cJSON_AddStringToObject(o, "version", t->plugin->version) ||
+		    !cJSON_AddStringToObject(o, "file", t->plugin->path) ||
+		    !cJSON_AddNumberToObject(o, "max_attempts", t->def->max_attempts) ||
+		    !cJSON_AddNumberToObject(o, "timeout_s", t->def->timeout_s))
+			goto out;
+	}
+	*json = cJSON_PrintUnformatted(root);
+	r = *json ? 0 : -ENOMEM;
+out:
+	cJSON_Delete(root);
+	tq_registry_release(reg);
+	return r;
 }

@@ -68,6 +68,19 @@ size_t tq_registry_count(const struct tq_registry *r);
 const struct tq_type *tq_registry_at(const struct tq_registry *r, size_t i);
 
 /*
+ * Run one attempt of a job of type t: the handler, in this thread
+ * (isolation "thread") or in a supervised worker process (isolation
+ * "process").  Returns the handler's outcome; the reason of a failure is in
+ * job->error.  Thread-safe.
+ */
+enum taskq_outcome tq_type_run(const struct tq_type *t, struct taskq_job *job);
+
+/* The registered types as JSON text (malloc'd):
+ * {"job_types":[{"name","plugin","version","file","max_attempts",
+ * "timeout_s"},...]}.  0 or -ENOMEM. */
+int tq_plugins_types_json(struct tq_plugins *p, char **json);
+
+/*
  * Load and check one plugin file without registering it, then call its
  * init() with block.  0, or -errno with the reason in err (e.g. "ABI 2.0,
  * taskqd supports 1.x", "no taskq_plugin_describe symbol (not a TaskQ

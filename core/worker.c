@@ -119,7 +119,7 @@ static void run_claimed(struct worker *w, const struct tq_claim *c)
 		w->current = &job;
 		pthread_mutex_unlock(&pool->lock);
 
-		outcome = t->def->handler(&tq_host, &job, t->plugin->user_data);
+		outcome = tq_type_run(t, &job);
 
 		pthread_mutex_lock(&pool->lock);
 		w->current = NULL;
