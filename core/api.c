@@ -22,6 +22,7 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -35,6 +36,7 @@
 #include "dispatch.h"
 #include "log.h"
 #include "plugin_host.h"
+#include "queue.h"
 #include "request.h"
 #include "scheduler.h"
 #include "store.h"
@@ -53,11 +55,14 @@
 
 static const char ALLOW_COLLECTION[] = "GET, HEAD, POST";
 static const char ALLOW_ITEM[] = "GET, HEAD";
+static const char ALLOW_POST[] = "POST";
 
 struct tq_api {
 	struct MHD_Daemon *mhd;
 	struct tq_api_deps deps;
 	size_t max_body;
+	pthread_mutex_t redis_lock; /* guards redis, for /readyz */
+	struct tq_queue *redis;
 };
 
 /* One request, from its first call to MHD_OPTION_NOTIFY_COMPLETED. */
@@ -118,12 +123,26 @@ void tq_api_route(const char *method, const char *path,
 	if (!method || !path)
 		return;
 
-	if (strcmp(path, "/healthz") == 0) {
-		if (method_is_get(method)) {
-			out->id = TQ_ROUTE_HEALTH;
+	static const struct {
+		const char *path;
+		enum tq_api_route_id id;
+		bool post;
+	} fixed[] = {
+		{"/healthz", TQ_ROUTE_HEALTH, false},
+		{"/readyz", TQ_ROUTE_READY, false},
+		{"/v1/job-types", TQ_ROUTE_JOB_TYPES, false},
+		{"/v1/plugins/reload", TQ_ROUTE_PLUGINS_RELOAD, true},
+	};
+
+	for (i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+		if (strcmp(path, fixed[i].path) != 0)
+			continue;
+		if (fixed[i].post ? method_is(method, MHD_HTTP_METHOD_POST)
+				  : method_is_get(method)) {
+			out->id = fixed[i].id;
 		} else {
 			out->id = TQ_ROUTE_METHOD_NOT_ALLOWED;
-			out->allow = ALLOW_ITEM;
+			out->allow = fixed[i].post ? ALLOW_POST : ALLOW_ITEM;
 		}
 		return;
 	}
@@ -146,14 +165,33 @@ void tq_api_route(const char *method, const char *path,
 		}
 		return;
 	}
-	if (*rest != '/' || !uuid_text_valid(rest + 1))
+	if (*rest != '/' || strlen(rest + 1) < 36)
 		return;
-	if (!method_is_get(method)) {
-		out->id = TQ_ROUTE_METHOD_NOT_ALLOWED;
-		out->allow = ALLOW_ITEM;
+	{
+		char idbuf[37];
+
+		memcpy(idbuf, rest + 1, 36);
+		idbuf[36] = '\0';
+		if (!uuid_text_valid(idbuf))
+			return;
+	}
+	if (rest[37] == '\0') {
+		if (!method_is_get(method)) {
+			out->id = TQ_ROUTE_METHOD_NOT_ALLOWED;
+			out->allow = ALLOW_ITEM;
+			return;
+		}
+		out->id = TQ_ROUTE_JOB_GET;
+	} else if (strcmp(rest + 37, "/cancel") == 0) {
+		if (!method_is(method, MHD_HTTP_METHOD_POST)) {
+			out->id = TQ_ROUTE_METHOD_NOT_ALLOWED;
+			out->allow = ALLOW_POST;
+			return;
+		}
+		out->id = TQ_ROUTE_JOB_CANCEL;
+	} else {
 		return;
 	}
-	out->id = TQ_ROUTE_JOB_GET;
 	for (i = 0; i < 36; i++) {
 		char c = rest[1 + i];
 
@@ -206,7 +244,7 @@ static void log_request(const struct api_request *req, unsigned int status)
 	f.duration_ms = elapsed_ms(&req->start);
 	if (req->job_id[0])
 		f.job_id = req->job_id;
-	else if (req->route.id == TQ_ROUTE_JOB_GET)
+	else if (req->route.job_id[0])
 		f.job_id = req->route.job_id;
 	tq_logf(TQ_LOG_DEBUG, &f, "http %s %.200s %u", req->method, req->url,
 		status);
@@ -348,6 +386,78 @@ static enum MHD_Result handle_health(struct MHD_Connection *conn,
 	char *body = strdup("{\"status\":\"ok\"}");
 
 	if (!body)
+		return MHD_NO;
+	return respond(conn, req, MHD_HTTP_OK, body, NULL, NULL);
+}
+
+static enum MHD_Result handle_ready(struct tq_api *api,
+				    struct MHD_Connection *conn,
+				    struct api_request *req)
+{
+	bool db = tq_store_ping(api->deps.store) == 0;
+	bool redis;
+	char *body;
+
+	pthread_mutex_lock(&api->redis_lock);
+	redis = api->redis && tq_queue_ping(api->redis) == 0;
+	pthread_mutex_unlock(&api->redis_lock);
+	if (asprintf(&body, "{\"status\":\"%s\",\"postgresql\":\"%s\",\"redis\":\"%s\"}",
+		     db && redis ? "ready" : "unavailable", db ? "up" : "down",
+		     redis ? "up" : "down") < 0)
+		return MHD_NO;
+	return respond(conn, req, db && redis ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
+		       body, NULL, NULL);
+}
+
+static enum MHD_Result handle_cancel(struct tq_api *api,
+				     struct MHD_Connection *conn,
+				     struct api_request *req)
+{
+	char *json = NULL;
+	int rc;
+
+	rc = tq_store_cancel(api->deps.store, req->route.job_id, &json);
+	if (rc == -ENOENT)
+		return respond_fail(conn, req, MHD_HTTP_NOT_FOUND,
+				    TQ_ERR_NOT_FOUND, "no job with id \"%s\"",
+				    req->route.job_id);
+	if (rc == -EALREADY) {
+		free(json);
+		return respond_fail(conn, req, MHD_HTTP_CONFLICT, TQ_ERR_CONFLICT,
+				    "job \"%s\" has already finished",
+				    req->route.job_id);
+	}
+	if (rc < 0)
+		return store_error(conn, req, rc);
+	return respond(conn, req, MHD_HTTP_OK, json, NULL, NULL);
+}
+
+static enum MHD_Result handle_job_types(struct tq_api *api,
+					struct MHD_Connection *conn,
+					struct api_request *req)
+{
+	char *json = NULL;
+
+	if (tq_plugins_types_json(api->deps.plugins, &json) < 0)
+		return respond_fail(conn, req, MHD_HTTP_INTERNAL_SERVER_ERROR,
+				    TQ_ERR_INTERNAL, "out of memory");
+	return respond(conn, req, MHD_HTTP_OK, json, NULL, NULL);
+}
+
+static enum MHD_Result handle_reload(struct tq_api *api,
+				     struct MHD_Connection *conn,
+				     struct api_request *req)
+{
+	char *body;
+	int n;
+
+	tq_info("plugin reload requested over the API");
+	n = tq_plugins_load(api->deps.plugins);
+	if (n < 0)
+		return respond_fail(conn, req, MHD_HTTP_INTERNAL_SERVER_ERROR,
+				    TQ_ERR_INTERNAL, "cannot read the plugin directory: %s",
+				    strerror(-n));
+	if (asprintf(&body, "{\"status\":\"reloaded\",\"job_types\":%d}", n) < 0)
 		return MHD_NO;
 	return respond(conn, req, MHD_HTTP_OK, body, NULL, NULL);
 }
@@ -663,6 +773,14 @@ static enum MHD_Result finish_request(struct tq_api *api,
 		return respond_error(conn, req, &e, req->route.allow);
 	case TQ_ROUTE_HEALTH:
 		return handle_health(conn, req);
+	case TQ_ROUTE_READY:
+		return handle_ready(api, conn, req);
+	case TQ_ROUTE_JOB_CANCEL:
+		return handle_cancel(api, conn, req);
+	case TQ_ROUTE_JOB_TYPES:
+		return handle_job_types(api, conn, req);
+	case TQ_ROUTE_PLUGINS_RELOAD:
+		return handle_reload(api, conn, req);
 	case TQ_ROUTE_JOB_GET:
 		return handle_get(api, conn, req);
 	case TQ_ROUTE_JOB_LIST:
@@ -861,6 +979,12 @@ int tq_api_start(struct tq_api **out, const struct tq_api_deps *deps,
 		return -ENOMEM;
 	}
 	api->deps = *deps;
+	pthread_mutex_init(&api->redis_lock, NULL);
+	if (tq_queue_open(&api->redis, cfg->redis_url, cfg->redis_prefix, err, errlen) < 0) {
+		pthread_mutex_destroy(&api->redis_lock);
+		free(api);
+		return -EINVAL;
+	}
 	api->max_body = cfg->max_body_bytes > 0 ?
 				(size_t)cfg->max_body_bytes : API_DEFAULT_MAX_BODY;
 	threads = cfg->api_threads > 0 ? (unsigned int)cfg->api_threads : 1;
@@ -885,6 +1009,8 @@ int tq_api_start(struct tq_api **out, const struct tq_api_deps *deps,
 		snprintf(err, errlen,
 			 "cannot listen on %s:%d (address in use or not permitted?)",
 			 addr, cfg->listen_port);
+		tq_queue_close(api->redis);
+		pthread_mutex_destroy(&api->redis_lock);
 		free(api);
 		return -EADDRNOTAVAIL;
 	}
@@ -898,5 +1024,7 @@ void tq_api_stop(struct tq_api *api)
 		return;
 	if (api->mhd)
 		MHD_stop_daemon(api->mhd);
+	tq_queue_close(api->redis);
+	pthread_mutex_destroy(&api->redis_lock);
 	free(api);
 }

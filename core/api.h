@@ -4,7 +4,11 @@
  *   POST /v1/jobs            submit; 201 + Location only after COMMIT
  *   GET  /v1/jobs/{id}       one job
  *   GET  /v1/jobs?status=&type=&limit=
+ *   POST /v1/jobs/{id}/cancel
+ *   GET  /v1/job-types       the registered job types
+ *   POST /v1/plugins/reload  rescan the plugin directory
  *   GET  /healthz            the process is up
+ *   GET  /readyz             PostgreSQL and Redis both answer
  * The unversioned /jobs paths are aliases.  Errors are
  * {"error": "...", "code": "..."} (codes in request.h).
  */
@@ -44,12 +48,16 @@ enum tq_api_route_id {
 	TQ_ROUTE_JOB_LIST,   /* GET /v1/jobs */
 	TQ_ROUTE_JOB_GET,    /* GET /v1/jobs/{id} */
 	TQ_ROUTE_HEALTH,     /* GET /healthz */
+	TQ_ROUTE_READY,      /* GET /readyz */
+	TQ_ROUTE_JOB_CANCEL, /* POST /v1/jobs/{id}/cancel */
+	TQ_ROUTE_JOB_TYPES,  /* GET /v1/job-types */
+	TQ_ROUTE_PLUGINS_RELOAD, /* POST /v1/plugins/reload */
 };
 
 struct tq_api_route {
 	enum tq_api_route_id id;
 	const char *allow; /* with TQ_ROUTE_METHOD_NOT_ALLOWED */
-	char job_id[37];   /* with TQ_ROUTE_JOB_GET */
+	char job_id[37];   /* with TQ_ROUTE_JOB_GET and TQ_ROUTE_JOB_CANCEL */
 };
 
 void tq_api_route(const char *method, const char *path,

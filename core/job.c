@@ -59,6 +59,8 @@ void tq_job_init(struct taskq_job *job, const char *id, const char *type,
 	job->has_retry_after = false;
 	job->progress = -1;
 	job->progress_message = NULL;
+	job->progress_dirty = false;
+	pthread_mutex_init(&job->progress_lock, NULL);
 }
 
 void tq_job_clear(struct taskq_job *job)
@@ -74,6 +76,9 @@ void tq_job_clear(struct taskq_job *job)
 	job->retry_after_s = 0;
 	job->has_retry_after = false;
 	job->progress = -1;
+	job->progress_dirty = false;
+	pthread_mutex_destroy(&job->progress_lock);
+	pthread_mutex_init(&job->progress_lock, NULL);
 }
 
 /*
@@ -250,8 +255,7 @@ static int host_is_cancelled(const struct taskq_job *job)
 	return job->deadline_ms > 0 && tq_now_ms() >= job->deadline_ms;
 }
 
-static int host_set_progress(struct taskq_job *job, int percent,
-			     const char *message)
+int tq_job_set_progress(struct taskq_job *job, int percent, const char *message)
 {
 	char *copy = NULL;
 	size_t len;
@@ -267,10 +271,28 @@ static int host_set_progress(struct taskq_job *job, int percent,
 		copy[len] = '\0';
 		job_trim_utf8(copy);
 	}
+	pthread_mutex_lock(&job->progress_lock);
 	free(job->progress_message);
 	job->progress_message = copy;
 	job->progress = percent;
+	job->progress_dirty = true;
+	pthread_mutex_unlock(&job->progress_lock);
 	return TASKQ_OK;
+}
+
+bool tq_job_take_progress(struct taskq_job *job, int *percent, char **message)
+{
+	bool dirty;
+
+	pthread_mutex_lock(&job->progress_lock);
+	dirty = job->progress_dirty;
+	*percent = job->progress;
+	*message = NULL;
+	if (dirty && job->progress_message)
+		*message = strdup(job->progress_message);
+	job->progress_dirty = false;
+	pthread_mutex_unlock(&job->progress_lock);
+	return dirty;
 }
 
 static void host_retry_after(struct taskq_job *job, unsigned int seconds)
@@ -366,7 +388,7 @@ const struct taskq_host tq_host = {
 	.set_result = host_set_result,
 	.set_error = host_set_error,
 	.is_cancelled = host_is_cancelled,
-	.set_progress = host_set_progress,
+	.set_progress = tq_job_set_progress,
 	.retry_after = host_retry_after,
 	.config_string = host_config_string,
 	.config_int = host_config_int,

@@ -164,12 +164,12 @@ static int run(const struct tq_config *cfg)
 		tq_error("cannot start the dispatcher: %s", err);
 		goto out;
 	}
-	r = tq_scheduler_start(&sched, store, dispatch, cfg->reconcile_interval_s);
+	r = tq_scheduler_start(&sched, cfg, store, dispatch);
 	if (r) {
 		tq_error("cannot start the scheduler: %s", strerror(-r));
 		goto out;
 	}
-	r = tq_workers_start(&workers, cfg, store, plugins, sched);
+	r = tq_workers_start(&workers, cfg, store, plugins, sched, dispatch);
 	if (r) {
 		tq_error("cannot start the workers: %s", strerror(-r));
 		goto out;
@@ -205,11 +205,12 @@ out:
 	tq_api_stop(api);
 	abandoned = workers ? tq_workers_stop(workers, cfg->shutdown_grace_s) : 0;
 	if (abandoned) {
-		/* Their jobs stay "running" until the lease expires and
-		 * recovery takes them; the threads still use the shared state,
-		 * so leave without tearing it down. */
-		tq_warn("%d jobs still running at the shutdown deadline; left to recovery",
+		/* Their jobs were handed back; the threads still use the
+		 * shared state, so leave without tearing it down. */
+		tq_warn("%d jobs still running at the shutdown deadline; handed back",
 			abandoned);
+		if (dispatch)
+			tq_dispatch_flush(dispatch, 2000);
 		_exit(rc);
 	}
 	tq_scheduler_stop(sched);

@@ -10,16 +10,21 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "config.h"
 #include "dispatch.h"
 #include "log.h"
 #include "store.h"
 
 #define PROMOTE_BATCH 500
+#define RESCUE_BATCH 500
+#define RECONCILE_BATCH 1000
 
 struct tq_scheduler {
+	const struct tq_config *cfg;
 	struct tq_store *store;
 	struct tq_dispatch *dispatch;
 	int interval_ms;
+	struct tq_scheduler_stats stats; /* under lock */
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
@@ -42,22 +47,65 @@ static void on_ready(void *arg, const char *queue, int priority, const char *id)
 	tq_dispatch_push(s->dispatch, queue, priority, id);
 }
 
-/* One pass: promote everything due, then learn when the next job is due.
- * Returns the delay until the next pass. */
+static void on_rescued(void *arg, const char *id, const char *status)
+{
+	struct tq_log_fields lf = TQ_LOG_FIELDS_INIT;
+
+	(void)arg;
+	lf.job_id = id;
+	lf.status = status;
+	tq_logf(TQ_LOG_WARN, &lf, "lease expired; job rescued");
+}
+
+/* Run a batch step until it returns less than a full batch; the total, or
+ * a negative error when the first batch failed. */
+#define DRAIN(total, call, batch)                                              \
+	do {                                                                   \
+		int n_;                                                        \
+		(total) = 0;                                                   \
+		do {                                                           \
+			n_ = (call);                                           \
+			if (n_ < 0) {                                          \
+				(total) = (total) ? (total) : n_;              \
+				break;                                         \
+			}                                                      \
+			(total) += n_;                                         \
+		} while (n_ == (batch));                                       \
+	} while (0)
+
+/* One pass: rescue expired leases, promote everything due, re-dispatch
+ * what Redis lost, then learn when the next job is due.  Returns the delay
+ * until the next pass. */
 static int64_t pass(struct tq_scheduler *s)
 {
+	const struct tq_config *cfg = s->cfg;
 	int64_t next = s->interval_ms, due;
-	int n;
+	int rescued, promoted, redispatched;
 
-	do {
-		n = tq_store_promote_due(s->store, PROMOTE_BATCH, on_ready, s);
-	} while (n == PROMOTE_BATCH);
-	if (n < 0)
+	DRAIN(rescued, tq_store_rescue(s->store, RESCUE_BATCH, cfg->backoff_base_ms,
+				       cfg->backoff_cap_ms, on_rescued, s),
+	      RESCUE_BATCH);
+	if (rescued < 0)
 		return next; /* the store logged the outage; retry next period */
-	if (n > 0)
-		tq_debug("scheduler made %d jobs pending", n);
-	if (tq_store_next_due_ms(s->store, &due) == 0 && due < next)
+	DRAIN(promoted, tq_store_promote_due(s->store, PROMOTE_BATCH, on_ready, s),
+	      PROMOTE_BATCH);
+	DRAIN(redispatched, tq_store_reconcile(s->store, cfg->pending_redispatch_s,
+					       RECONCILE_BATCH, on_ready, s),
+	      RECONCILE_BATCH);
+	if (redispatched > 0)
+		tq_info("reconciler dispatched %d pending jobs again", redispatched);
+	if (rescued > 0)
+		/* rescued jobs may be due now, or soon */
+		next = 0;
+	else if (tq_store_next_due_ms(s->store, &due) == 0 && due < next)
 		next = due;
+
+	pthread_mutex_lock(&s->lock);
+	s->stats.passes++;
+	s->stats.rescued += rescued > 0 ? (unsigned)rescued : 0;
+	s->stats.promoted += promoted > 0 ? (unsigned)promoted : 0;
+	s->stats.redispatched += redispatched > 0 ? (unsigned)redispatched : 0;
+	pthread_mutex_unlock(&s->lock);
 	return next;
 }
 
@@ -95,8 +143,8 @@ static void *run(void *arg)
 	return NULL;
 }
 
-int tq_scheduler_start(struct tq_scheduler **out, struct tq_store *store,
-		       struct tq_dispatch *dispatch, int interval_s)
+int tq_scheduler_start(struct tq_scheduler **out, const struct tq_config *cfg,
+		       struct tq_store *store, struct tq_dispatch *dispatch)
 {
 	struct tq_scheduler *s = calloc(1, sizeof(*s));
 	pthread_condattr_t attr;
@@ -105,9 +153,10 @@ int tq_scheduler_start(struct tq_scheduler **out, struct tq_store *store,
 	*out = NULL;
 	if (!s)
 		return -ENOMEM;
+	s->cfg = cfg;
 	s->store = store;
 	s->dispatch = dispatch;
-	s->interval_ms = interval_s * 1000;
+	s->interval_ms = cfg->reconcile_interval_s * 1000;
 	s->wake_at_ms = 0; /* a first pass at once */
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_condattr_init(&attr);
@@ -134,6 +183,13 @@ void tq_scheduler_notify(struct tq_scheduler *s, int64_t delay_ms)
 		s->wake_at_ms = at;
 		pthread_cond_signal(&s->wake);
 	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+void tq_scheduler_stats(struct tq_scheduler *s, struct tq_scheduler_stats *out)
+{
+	pthread_mutex_lock(&s->lock);
+	*out = s->stats;
 	pthread_mutex_unlock(&s->lock);
 }
 

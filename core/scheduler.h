@@ -1,23 +1,42 @@
 /*
- * scheduler.h - moves due "scheduled" jobs (delays, retry backoff) to
- * "pending" and dispatches them.
+ * scheduler.h - the periodic keeper of the store: one thread that
+ *  - moves due "scheduled" jobs (delays, retry backoff) to "pending" and
+ *    dispatches them;
+ *  - rescues running jobs whose lease expired (their worker died or hung):
+ *    back to "scheduled" with backoff, or "failed" when attempts are spent;
+ *  - reconciles Redis with PostgreSQL: pending jobs unclaimed for
+ *    pending_redispatch_s are dispatched again (a flushed or restarted
+ *    Redis, a crash between commit and push, a dropped dispatch).
  *
- * One thread.  It sleeps until the earliest run_at it knows of (asked of
- * PostgreSQL after each pass, and told by tq_scheduler_notify() when this
- * node schedules a job), or until the reconcile interval passes, whichever
- * is sooner; it never polls faster.  No worker ever sleeps for a backoff.
+ * It runs a pass at start, then sleeps until the earliest run_at it knows
+ * of (asked of PostgreSQL after each pass, and told by
+ * tq_scheduler_notify() when this node schedules a job), or until
+ * interval_s passes, whichever is sooner.  When nothing is wrong a pass
+ * costs a few index-only queries.  No worker ever sleeps for a backoff.
+ * Several nodes may run it at once: every step is a conditional UPDATE
+ * with SKIP LOCKED.
  */
 #ifndef TQ_SCHEDULER_H
 #define TQ_SCHEDULER_H
 
 #include <stdint.h>
 
+struct tq_config;
 struct tq_store;
 struct tq_dispatch;
 struct tq_scheduler;
 
-int tq_scheduler_start(struct tq_scheduler **out, struct tq_store *store,
-		       struct tq_dispatch *dispatch, int interval_s);
+/* Counters since start (for logs and tests). */
+struct tq_scheduler_stats {
+	unsigned long long promoted;
+	unsigned long long rescued;
+	unsigned long long redispatched;
+	unsigned long long passes;
+};
+
+int tq_scheduler_start(struct tq_scheduler **out, const struct tq_config *cfg,
+		       struct tq_store *store, struct tq_dispatch *dispatch);
+void tq_scheduler_stats(struct tq_scheduler *s, struct tq_scheduler_stats *out);
 void tq_scheduler_stop(struct tq_scheduler *s);
 
 /* A job was scheduled to become due in delay_ms: wake in time for it. */

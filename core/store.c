@@ -94,6 +94,11 @@ enum stmt_id {
 	ST_FAIL,
 	ST_PROMOTE,
 	ST_NEXT_DUE,
+	ST_HEARTBEAT,
+	ST_RESCUE,
+	ST_RECONCILE,
+	ST_CANCEL,
+	ST_RELEASE,
 	ST_COUNT
 };
 
@@ -140,7 +145,7 @@ static const struct stmt stmts[ST_COUNT] = {
 	[ST_CLAIM] = {"tq_claim",
 		"UPDATE jobs SET status = 'running', attempts = attempts + 1, "
 		"started_at = now(), updated_at = now(), "
-		"lease_expires_at = now() + make_interval(secs => timeout_s + $2::int) "
+		"lease_expires_at = now() + make_interval(secs => $2::int) "
 		"WHERE id = $1::uuid AND status = 'pending' "
 		"RETURNING type, payload::text, queue, attempts, max_attempts, "
 		"timeout_s"},
@@ -150,13 +155,17 @@ static const struct stmt stmts[ST_COUNT] = {
 		"lease_expires_at = NULL "
 		"WHERE id = $1::uuid AND status = 'running' AND attempts = $2::int"},
 	[ST_RETRY] = {"tq_retry",
-		"UPDATE jobs SET status = 'scheduled', "
+		"UPDATE jobs SET status = CASE WHEN cancel_requested "
+		"THEN 'cancelled' ELSE 'scheduled' END, "
 		"run_at = now() + $3::bigint * interval '1 millisecond', "
-		"error_message = $4::text, updated_at = now(), "
+		"completed_at = CASE WHEN cancel_requested THEN now() END, "
+		"error_message = CASE WHEN cancel_requested THEN 'cancelled' "
+		"ELSE $4::text END, updated_at = now(), "
 		"lease_expires_at = NULL "
 		"WHERE id = $1::uuid AND status = 'running' AND attempts = $2::int"},
 	[ST_FAIL] = {"tq_fail",
-		"UPDATE jobs SET status = 'failed', error_message = $3::text, "
+		"UPDATE jobs SET status = CASE WHEN cancel_requested "
+		"THEN 'cancelled' ELSE 'failed' END, error_message = $3::text, "
 		"completed_at = now(), updated_at = now(), "
 		"lease_expires_at = NULL "
 		"WHERE id = $1::uuid AND status = 'running' AND attempts = $2::int"},
@@ -171,6 +180,84 @@ static const struct stmt stmts[ST_COUNT] = {
 		"SELECT greatest(0, ceil(extract(epoch FROM (t.m - now())) "
 		"* 1000))::bigint FROM (SELECT min(run_at) AS m FROM jobs "
 		"WHERE status = 'scheduled') t WHERE t.m IS NOT NULL"},
+	/*
+	 * Renew the leases of a node's running attempts and store their
+	 * progress: $1 ids, $2 attempts, $3 lease seconds, $4 progress (NULL:
+	 * unchanged), $5 progress messages.  A lease is never renewed past
+	 * the attempt's timeout plus one lease, so a hung handler loses it.
+	 */
+	[ST_HEARTBEAT] = {"tq_heartbeat",
+		"UPDATE jobs j SET lease_expires_at = least("
+		"now() + make_interval(secs => $3::int), "
+		"j.started_at + make_interval(secs => j.timeout_s + $3::int)), "
+		"progress = coalesce(r.progress, j.progress), "
+		"progress_message = CASE WHEN r.progress IS NULL "
+		"THEN j.progress_message ELSE r.msg END "
+		"FROM unnest($1::uuid[], $2::int[], $4::smallint[], $5::text[]) "
+		"AS r(id, attempt, progress, msg) "
+		"WHERE j.id = r.id AND j.attempts = r.attempt "
+		"AND j.status = 'running' "
+		"RETURNING j.id::text, j.cancel_requested"},
+	/*
+	 * Running attempts whose lease expired (their worker died or hung):
+	 * back to scheduled with backoff ($2 base ms, $3 cap ms, full
+	 * jitter), failed when attempts are exhausted, cancelled when a
+	 * cancel was requested.  Through jobs_lease_idx, $1 at a time.
+	 */
+	[ST_RESCUE] = {"tq_rescue",
+		"UPDATE jobs SET status = CASE WHEN cancel_requested THEN 'cancelled' "
+		"WHEN attempts >= max_attempts THEN 'failed' ELSE 'scheduled' END, "
+		"run_at = now() + (random() * least($3::float8, $2::float8 * "
+		"power(2::float8, least(attempts - 1, 40))))::bigint "
+		"* interval '1 millisecond', "
+		"completed_at = CASE WHEN cancel_requested OR attempts >= max_attempts "
+		"THEN now() END, "
+		"error_message = CASE WHEN cancel_requested THEN 'cancelled' "
+		"ELSE 'lease expired' END, "
+		"lease_expires_at = NULL, updated_at = now() "
+		"WHERE status = 'running' AND id IN (SELECT id FROM jobs "
+		"WHERE status = 'running' AND lease_expires_at < now() "
+		"ORDER BY lease_expires_at LIMIT $1::int FOR UPDATE SKIP LOCKED) "
+		"RETURNING id::text, status"},
+	/*
+	 * Pending jobs not claimed for $1 seconds since they were last handed
+	 * to Redis (lost in a flush, a crash between commit and push, a
+	 * dropped dispatch): hand them again.  Through jobs_pending_idx.
+	 */
+	[ST_RECONCILE] = {"tq_reconcile",
+		"UPDATE jobs SET updated_at = now() "
+		"WHERE status = 'pending' AND id IN (SELECT id FROM jobs "
+		"WHERE status = 'pending' "
+		"AND updated_at < now() - make_interval(secs => $1::int) "
+		"ORDER BY updated_at LIMIT $2::int FOR UPDATE SKIP LOCKED) "
+		"RETURNING queue, priority, id::text"},
+	/* pending/scheduled -> cancelled at once; running: requested */
+	[ST_CANCEL] = {"tq_cancel",
+		"UPDATE jobs SET cancel_requested = true, "
+		"status = CASE WHEN status = 'running' THEN status "
+		"ELSE 'cancelled' END, "
+		"completed_at = CASE WHEN status = 'running' THEN NULL "
+		"ELSE now() END, "
+		"error_message = CASE WHEN status = 'running' THEN error_message "
+		"ELSE 'cancelled' END, "
+		"updated_at = now() "
+		"WHERE id = $1::uuid "
+		"AND status IN ('pending', 'scheduled', 'running') "
+		"RETURNING " JOB_JSON "::text"},
+	/*
+	 * Hand a running attempt back at shutdown: as a lease expiry would,
+	 * but at once and without backoff.
+	 */
+	[ST_RELEASE] = {"tq_release",
+		"UPDATE jobs SET status = CASE WHEN cancel_requested THEN 'cancelled' "
+		"WHEN attempts >= max_attempts THEN 'failed' ELSE 'pending' END, "
+		"completed_at = CASE WHEN cancel_requested OR attempts >= max_attempts "
+		"THEN now() END, "
+		"error_message = CASE WHEN cancel_requested THEN 'cancelled' "
+		"ELSE 'interrupted by shutdown' END, "
+		"run_at = now(), lease_expires_at = NULL, updated_at = now() "
+		"WHERE id = $1::uuid AND status = 'running' AND attempts = $2::int "
+		"RETURNING status, queue, priority"},
 };
 
 _Static_assert(ST_COUNT <= 32, "prepared-statement bitmap is 32 bits");
@@ -1167,6 +1254,247 @@ int tq_store_next_due_ms(struct tq_store *s, int64_t *ms)
 	*ms = v;
 	rc = 0;
 out:
+	PQclear(res);
+	return rc;
+}
+
+/* --- recovery: heartbeat, rescue, reconcile, cancel, release ---------- */
+
+/* A growing text buffer for array literals; on allocation failure it
+ * turns into an error that tb_take() reports. */
+struct textbuf {
+	char *p;
+	size_t len, cap;
+	bool failed;
+};
+
+static void tb_putn(struct textbuf *b, const char *s, size_t n)
+{
+	if (b->failed)
+		return;
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 256;
+		char *p;
+
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		p = realloc(b->p, cap);
+		if (!p) {
+			b->failed = true;
+			return;
+		}
+		b->p = p;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+static void tb_puts(struct textbuf *b, const char *s)
+{
+	tb_putn(b, s, strlen(s));
+}
+
+/* An element of a text[] literal: double-quoted, \ and " escaped. */
+static void tb_put_quoted(struct textbuf *b, const char *s)
+{
+	tb_putn(b, "\"", 1);
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			tb_putn(b, "\\", 1);
+		tb_putn(b, s, 1);
+	}
+	tb_putn(b, "\"", 1);
+}
+
+static void tb_free(struct textbuf *b)
+{
+	free(b->p);
+	b->p = NULL;
+}
+
+int tq_store_heartbeat(struct tq_store *s, const struct tq_lease *leases, size_t n,
+		       int lease_s, tq_store_lease_fn cb, void *arg)
+{
+	struct textbuf ids = {0}, atts = {0}, progs = {0}, msgs = {0};
+	const char *params[5];
+	char lease[16], num[16], msg[TQ_ERROR_MAX + 1];
+	PGresult *res = NULL;
+	int rc, rows;
+
+	if (n == 0)
+		return 0;
+	snprintf(lease, sizeof(lease), "%d", lease_s > 0 ? lease_s : 1);
+	for (size_t i = 0; i < n; i++) {
+		char uid[37];
+
+		if (!norm_uuid(leases[i].id, uid))
+			continue;
+		tb_puts(&ids, ids.len ? "," : "{");
+		tb_puts(&atts, atts.len ? "," : "{");
+		tb_puts(&progs, progs.len ? "," : "{");
+		tb_puts(&msgs, msgs.len ? "," : "{");
+		tb_puts(&ids, uid);
+		snprintf(num, sizeof(num), "%d", leases[i].attempt);
+		tb_puts(&atts, num);
+		if (leases[i].progress >= 0 && leases[i].progress <= 100) {
+			snprintf(num, sizeof(num), "%d", leases[i].progress);
+			tb_puts(&progs, num);
+		} else {
+			tb_puts(&progs, "NULL");
+		}
+		if (leases[i].progress_message) {
+			clean_error(leases[i].progress_message, msg, sizeof(msg));
+			tb_put_quoted(&msgs, msg);
+		} else {
+			tb_puts(&msgs, "NULL");
+		}
+	}
+	if (!ids.len) {
+		rc = 0;
+		goto out;
+	}
+	tb_puts(&ids, "}");
+	tb_puts(&atts, "}");
+	tb_puts(&progs, "}");
+	tb_puts(&msgs, "}");
+	if (ids.failed || atts.failed || progs.failed || msgs.failed) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	params[0] = ids.p;
+	params[1] = atts.p;
+	params[2] = lease;
+	params[3] = progs.p;
+	params[4] = msgs.p;
+	res = store_exec(s, ST_HEARTBEAT, 5, params, &rc);
+	if (!res)
+		goto out;
+	rows = PQntuples(res);
+	for (int i = 0; cb && i < rows; i++)
+		cb(arg, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1)[0] == 't');
+	rc = rows;
+out:
+	PQclear(res);
+	tb_free(&ids);
+	tb_free(&atts);
+	tb_free(&progs);
+	tb_free(&msgs);
+	return rc;
+}
+
+int tq_store_rescue(struct tq_store *s, int limit, int base_ms, int cap_ms,
+		    tq_store_rescued_fn cb, void *arg)
+{
+	const char *params[3];
+	char lim[16], base[16], cap[16];
+	PGresult *res;
+	int rc, rows;
+
+	snprintf(lim, sizeof(lim), "%d", limit > 0 ? limit : 1);
+	snprintf(base, sizeof(base), "%d", base_ms > 0 ? base_ms : 0);
+	snprintf(cap, sizeof(cap), "%d", cap_ms > 0 ? cap_ms : 0);
+	params[0] = lim;
+	params[1] = base;
+	params[2] = cap;
+	res = store_exec(s, ST_RESCUE, 3, params, &rc);
+	if (!res)
+		return rc;
+	rows = PQntuples(res);
+	for (int i = 0; cb && i < rows; i++)
+		cb(arg, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
+	PQclear(res);
+	return rows;
+}
+
+/* Rows of (queue, priority, id) to a ready callback. */
+static int ready_rows(PGresult *res, tq_store_ready_fn cb, void *arg)
+{
+	int rows = PQntuples(res);
+	long prio;
+
+	for (int i = 0; cb && i < rows; i++) {
+		if (int_value(res, i, 1, &prio) < 0)
+			prio = 0;
+		cb(arg, PQgetvalue(res, i, 0), (int)prio, PQgetvalue(res, i, 2));
+	}
+	return rows;
+}
+
+int tq_store_reconcile(struct tq_store *s, int older_than_s, int limit,
+		       tq_store_ready_fn cb, void *arg)
+{
+	const char *params[2];
+	char age[16], lim[16];
+	PGresult *res;
+	int rc;
+
+	snprintf(age, sizeof(age), "%d", older_than_s > 0 ? older_than_s : 0);
+	snprintf(lim, sizeof(lim), "%d", limit > 0 ? limit : 1);
+	params[0] = age;
+	params[1] = lim;
+	res = store_exec(s, ST_RECONCILE, 2, params, &rc);
+	if (!res)
+		return rc;
+	rc = ready_rows(res, cb, arg);
+	PQclear(res);
+	return rc;
+}
+
+int tq_store_cancel(struct tq_store *s, const char *id, char **job_json)
+{
+	const char *params[1];
+	char uid[37];
+	PGresult *res;
+	int rc;
+
+	*job_json = NULL;
+	if (!norm_uuid(id, uid))
+		return -ENOENT;
+	params[0] = uid;
+	res = store_exec(s, ST_CANCEL, 1, params, &rc);
+	if (!res)
+		return rc;
+	if (PQntuples(res) == 1) {
+		*job_json = dup_value(res, 0, 0);
+		rc = *job_json ? 0 : -ENOMEM;
+		PQclear(res);
+		return rc;
+	}
+	PQclear(res);
+	/* Not cancellable: finished already, or no such job. */
+	rc = tq_store_get_json(s, uid, job_json);
+	return rc == 0 ? -EALREADY : rc;
+}
+
+int tq_store_release(struct tq_store *s, const char *id, int attempt,
+		     tq_store_ready_fn cb, void *arg)
+{
+	const char *params[2];
+	char uid[37], att[16];
+	PGresult *res;
+	long prio;
+	int rc;
+
+	if (!norm_uuid(id, uid))
+		return -ENOENT;
+	snprintf(att, sizeof(att), "%d", attempt);
+	params[0] = uid;
+	params[1] = att;
+	res = store_exec(s, ST_RELEASE, 2, params, &rc);
+	if (!res)
+		return rc;
+	if (PQntuples(res) != 1) {
+		rc = -ESTALE;
+	} else {
+		rc = 0;
+		if (strcmp(PQgetvalue(res, 0, 0), "pending") == 0 && cb) {
+			if (int_value(res, 0, 2, &prio) < 0)
+				prio = 0;
+			cb(arg, PQgetvalue(res, 0, 1), (int)prio, uid);
+		}
+	}
 	PQclear(res);
 	return rc;
 }

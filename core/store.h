@@ -16,6 +16,7 @@
 #ifndef TQ_STORE_H
 #define TQ_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -93,5 +94,54 @@ int tq_store_promote_due(struct tq_store *store, int limit,
 /* Milliseconds until the earliest scheduled job is due (0 if one is due
  * now), or -ENOENT when none is scheduled. */
 int tq_store_next_due_ms(struct tq_store *store, int64_t *ms);
+
+/* --- recovery ------------------------------------------------------- */
+
+/* One running attempt of this node, for the heartbeat. */
+struct tq_lease {
+	const char *id;
+	int attempt;
+	int progress;                 /* 0-100, or -1: unchanged */
+	const char *progress_message; /* with progress; may be NULL */
+};
+
+/* Called for each lease renewed; cancel_requested when the job should
+ * stop. */
+typedef void (*tq_store_lease_fn)(void *arg, const char *id, bool cancel_requested);
+
+/* Renew the leases of n running attempts (one statement) and store their
+ * progress.  An attempt whose job moved on (rescued, fenced) is not
+ * renewed and gets no callback.  Returns the number renewed. */
+int tq_store_heartbeat(struct tq_store *store, const struct tq_lease *leases,
+		       size_t n, int lease_s, tq_store_lease_fn cb, void *arg);
+
+/* Called for each rescued job with its new status. */
+typedef void (*tq_store_rescued_fn)(void *arg, const char *id, const char *status);
+
+/* Running attempts whose lease expired -> scheduled (backoff with full
+ * jitter from base_ms/cap_ms), failed (attempts exhausted), or cancelled
+ * (cancel requested).  Up to limit; returns how many. */
+int tq_store_rescue(struct tq_store *store, int limit, int base_ms, int cap_ms,
+		    tq_store_rescued_fn cb, void *arg);
+
+/* Pending jobs not handed to Redis for older_than_s seconds: hand them
+ * again (cb), up to limit.  Returns how many. */
+int tq_store_reconcile(struct tq_store *store, int older_than_s, int limit,
+		       tq_store_ready_fn cb, void *arg);
+
+/*
+ * Cancel a job: pending or scheduled ones become cancelled at once; a
+ * running one gets cancel_requested (its node stops it at the next
+ * heartbeat, and whatever outcome it writes but "completed" ends it
+ * cancelled).  0 with the job's JSON; -EALREADY with the JSON of a job that
+ * already finished; -ENOENT.
+ */
+int tq_store_cancel(struct tq_store *store, const char *id, char **job_json);
+
+/* Hand a running attempt back at shutdown: pending at once (cb so the
+ * caller dispatches it), or failed/cancelled as a lease expiry would.
+ * -ESTALE when the attempt is no longer this node's. */
+int tq_store_release(struct tq_store *store, const char *id, int attempt,
+		     tq_store_ready_fn cb, void *arg);
 
 #endif

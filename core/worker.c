@@ -15,6 +15,7 @@
 
 #include "backoff.h"
 #include "config.h"
+#include "dispatch.h"
 #include "job.h"
 #include "log.h"
 #include "plugin_host.h"
@@ -40,11 +41,16 @@ struct tq_workers {
 	struct tq_store *store;
 	struct tq_plugins *plugins;
 	struct tq_scheduler *sched;
+	struct tq_dispatch *dispatch;
 	atomic_bool stopping;
 
 	pthread_mutex_t lock;
-	pthread_cond_t exited;
+	pthread_cond_t exited; /* a worker exited; also wakes the heartbeat */
 	int alive;
+
+	pthread_t heartbeat;
+	bool heartbeat_started;
+	bool heartbeat_stop; /* under lock: set once no attempt runs any more */
 
 	int n;
 	struct worker *w;
@@ -155,6 +161,12 @@ static void run_claimed(struct worker *w, const struct tq_claim *c)
 		kind = WRITE_FAIL;
 		status = "failed";
 	}
+	if (atomic_load(&job.cancelled) == TQ_CANCEL_REQUESTED && kind != WRITE_COMPLETE) {
+		/* the store ends it cancelled, whatever the handler said */
+		status = "cancelled";
+		if (!error)
+			error = "cancelled";
+	}
 	r = write_outcome(w, c, kind, job.result, delay_ms, error);
 	lf.status = status;
 	if (r == 0) {
@@ -162,6 +174,8 @@ static void run_claimed(struct worker *w, const struct tq_claim *c)
 			tq_scheduler_notify(pool->sched, delay_ms);
 		if (kind == WRITE_COMPLETE)
 			tq_logf(TQ_LOG_INFO, &lf, "job completed");
+		else if (strcmp(status, "cancelled") == 0)
+			tq_logf(TQ_LOG_INFO, &lf, "job cancelled");
 		else
 			tq_logf(TQ_LOG_WARN, &lf, "job attempt failed: %s%s", error,
 				kind == WRITE_RETRY ? "; retrying" : "");
@@ -174,6 +188,131 @@ static void run_claimed(struct worker *w, const struct tq_claim *c)
 	}
 	tq_job_clear(&job);
 	tq_registry_release(reg);
+}
+
+/* --- heartbeat ---------------------------------------------------------- */
+
+struct beat {
+	struct tq_lease *leases;
+	char (*ids)[37];
+	bool *renewed;
+	bool *cancel;
+	size_t n;
+};
+
+/* Tell the handler running job id to stop; pool->lock held. */
+static void cancel_current(struct tq_workers *pool, const char *id, int attempt,
+			   enum tq_cancel_reason why)
+{
+	for (int i = 0; i < pool->n; i++) {
+		struct taskq_job *job = pool->w[i].current;
+		int none = TQ_CANCEL_NONE;
+
+		if (job && job->attempt == attempt && strcmp(job->id, id) == 0)
+			atomic_compare_exchange_strong(&job->cancelled, &none, (int)why);
+	}
+}
+
+static void on_lease(void *arg, const char *id, bool cancel_requested)
+{
+	struct beat *b = arg;
+
+	for (size_t i = 0; i < b->n; i++) {
+		if (strcmp(b->ids[i], id) == 0) {
+			b->renewed[i] = true;
+			b->cancel[i] = cancel_requested;
+		}
+	}
+}
+
+static void beat_once(struct tq_workers *pool, struct beat *b)
+{
+	struct tq_log_fields lf = TQ_LOG_FIELDS_INIT;
+	char *msgs[pool->n];
+	int r;
+
+	b->n = 0;
+	pthread_mutex_lock(&pool->lock);
+	for (int i = 0; i < pool->n; i++) {
+		struct taskq_job *job = pool->w[i].current;
+		struct tq_lease *l = &b->leases[b->n];
+		char *msg = NULL;
+		int pct;
+
+		if (!job)
+			continue;
+		snprintf(b->ids[b->n], sizeof(b->ids[0]), "%s", job->id);
+		l->id = b->ids[b->n];
+		l->attempt = job->attempt;
+		l->progress = tq_job_take_progress(job, &pct, &msg) ? pct : -1;
+		l->progress_message = msg;
+		msgs[b->n] = msg;
+		b->renewed[b->n] = false;
+		b->cancel[b->n] = false;
+		b->n++;
+	}
+	pthread_mutex_unlock(&pool->lock);
+	if (b->n == 0)
+		return; /* idle: no statement at all */
+
+	r = tq_store_heartbeat(pool->store, b->leases, b->n, pool->cfg->lease_s, on_lease, b);
+	for (size_t i = 0; i < b->n; i++)
+		free(msgs[i]);
+	if (r < 0)
+		return; /* the store logged it; the lease may lapse, which is safe */
+
+	pthread_mutex_lock(&pool->lock);
+	for (size_t i = 0; i < b->n; i++) {
+		int attempt = b->leases[i].attempt;
+
+		if (b->cancel[i]) {
+			cancel_current(pool, b->ids[i], attempt, TQ_CANCEL_REQUESTED);
+		} else if (!b->renewed[i]) {
+			lf.job_id = b->ids[i];
+			lf.attempt = attempt;
+			tq_logf(TQ_LOG_WARN, &lf, "lease lost; telling the handler to stop");
+			cancel_current(pool, b->ids[i], attempt, TQ_CANCEL_LEASE_LOST);
+		}
+	}
+	pthread_mutex_unlock(&pool->lock);
+}
+
+static void *heartbeat_main(void *arg)
+{
+	struct tq_workers *pool = arg;
+	struct beat b = {
+		.leases = calloc((size_t)pool->n, sizeof(*b.leases)),
+		.ids = calloc((size_t)pool->n, sizeof(*b.ids)),
+		.renewed = calloc((size_t)pool->n, sizeof(*b.renewed)),
+		.cancel = calloc((size_t)pool->n, sizeof(*b.cancel)),
+	};
+	struct timespec next;
+
+	if (!b.leases || !b.ids || !b.renewed || !b.cancel) {
+		tq_error("heartbeat: out of memory; leases will lapse");
+		goto out;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &next);
+	pthread_mutex_lock(&pool->lock);
+	/* Leases are renewed through the shutdown grace too. */
+	while (!pool->heartbeat_stop) {
+		next.tv_sec += pool->cfg->heartbeat_s;
+		while (!pool->heartbeat_stop &&
+		       pthread_cond_timedwait(&pool->exited, &pool->lock, &next) != ETIMEDOUT)
+			;
+		if (pool->heartbeat_stop)
+			break;
+		pthread_mutex_unlock(&pool->lock);
+		beat_once(pool, &b);
+		pthread_mutex_lock(&pool->lock);
+	}
+	pthread_mutex_unlock(&pool->lock);
+out:
+	free(b.leases);
+	free(b.ids);
+	free(b.renewed);
+	free(b.cancel);
+	return NULL;
 }
 
 static void *worker_main(void *arg)
@@ -218,7 +357,7 @@ static void *worker_main(void *arg)
 
 int tq_workers_start(struct tq_workers **out, const struct tq_config *cfg,
 		     struct tq_store *store, struct tq_plugins *plugins,
-		     struct tq_scheduler *sched)
+		     struct tq_scheduler *sched, struct tq_dispatch *dispatch)
 {
 	struct tq_workers *pool = calloc(1, sizeof(*pool));
 	pthread_condattr_t attr;
@@ -232,6 +371,7 @@ int tq_workers_start(struct tq_workers **out, const struct tq_config *cfg,
 	pool->store = store;
 	pool->plugins = plugins;
 	pool->sched = sched;
+	pool->dispatch = dispatch;
 	pool->n = cfg->workers;
 	pool->w = calloc((size_t)pool->n, sizeof(*pool->w));
 	if (!pool->w) {
@@ -268,6 +408,12 @@ int tq_workers_start(struct tq_workers **out, const struct tq_config *cfg,
 		}
 		w->started = true;
 	}
+	if (r == 0) {
+		r = -pthread_create(&pool->heartbeat, NULL, heartbeat_main, pool);
+		if (r)
+			tq_error("cannot start the heartbeat: %s", strerror(-r));
+		pool->heartbeat_started = r == 0;
+	}
 	if (r) {
 		tq_workers_stop(pool, 0);
 		return r;
@@ -275,6 +421,14 @@ int tq_workers_start(struct tq_workers **out, const struct tq_config *cfg,
 	tq_info("started %d workers on queues of %s", pool->n, cfg->queues[0]);
 	*out = pool;
 	return 0;
+}
+
+static void on_released(void *arg, const char *queue, int priority, const char *id)
+{
+	struct tq_workers *pool = arg;
+
+	if (pool->dispatch)
+		tq_dispatch_push(pool->dispatch, queue, priority, id);
 }
 
 int tq_workers_stop(struct tq_workers *pool, int grace_s)
@@ -295,20 +449,35 @@ int tq_workers_stop(struct tq_workers *pool, int grace_s)
 	while (pool->alive > 0 &&
 	       pthread_cond_timedwait(&pool->exited, &pool->lock, &deadline) != ETIMEDOUT)
 		;
+	pool->heartbeat_stop = true;
+	pthread_cond_broadcast(&pool->exited);
 	if (pool->alive > 0) {
-		/* Tell the handlers to stop; their jobs stay running in the
-		 * store and recovery picks them up after the lease. */
+		/* Hand every unfinished attempt back at once, so that no node
+		 * waits for its lease, and tell its handler to stop.  Whichever
+		 * of the release and a late outcome comes first wins; the other
+		 * is fenced out. */
 		for (int i = 0; i < pool->n; i++) {
-			if (pool->w[i].current) {
-				atomic_store(&pool->w[i].current->cancelled, 1);
-				abandoned++;
-			}
+			struct taskq_job *job = pool->w[i].current;
+			struct tq_log_fields lf = TQ_LOG_FIELDS_INIT;
+
+			if (!job)
+				continue;
+			atomic_store(&job->cancelled, TQ_CANCEL_SHUTDOWN);
+			lf.job_id = job->id;
+			lf.type = job->type;
+			lf.attempt = job->attempt;
+			if (tq_store_release(pool->store, job->id, job->attempt, on_released,
+					     pool) == 0)
+				tq_logf(TQ_LOG_WARN, &lf, "still running at the shutdown deadline; handed back");
+			abandoned++;
 		}
 		pthread_mutex_unlock(&pool->lock);
 		/* Threads still running own their memory: leave it. */
 		return abandoned ? abandoned : pool->alive;
 	}
 	pthread_mutex_unlock(&pool->lock);
+	if (pool->heartbeat_started)
+		pthread_join(pool->heartbeat, NULL);
 
 	for (int i = 0; i < pool->n; i++) {
 		if (pool->w[i].started)

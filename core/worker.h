@@ -16,16 +16,25 @@ struct tq_config;
 struct tq_store;
 struct tq_plugins;
 struct tq_scheduler;
+struct tq_dispatch;
 struct tq_workers;
 
+/*
+ * A heartbeat thread renews the leases of every running attempt of this
+ * node in one statement each workers.heartbeat_s, stores their progress,
+ * and tells handlers to stop (is_cancelled) when a cancel was requested or
+ * the lease was lost.
+ */
 int tq_workers_start(struct tq_workers **out, const struct tq_config *cfg,
 		     struct tq_store *store, struct tq_plugins *plugins,
-		     struct tq_scheduler *sched);
+		     struct tq_scheduler *sched, struct tq_dispatch *dispatch);
 
 /* Stop taking jobs, wait up to grace_s for running handlers.  Jobs still
- * running at the deadline are left running in the store (their lease
- * expires and recovery picks them up); never marked failed.  Returns the
- * number of jobs abandoned at the deadline.  Frees w. */
+ * running at the deadline are handed back at once (pending again and
+ * dispatched, so no node waits for their lease), and their handlers are
+ * told to stop.  Returns the number of attempts still running at the
+ * deadline; when it is not 0 their threads still use the shared state and
+ * w is not freed (the caller exits).  Otherwise frees w. */
 int tq_workers_stop(struct tq_workers *w, int grace_s);
 
 #endif

@@ -418,7 +418,27 @@ char *th_job_field(const char *id, const char *column)
 
 /* ---- Redis clean-up ---- */
 
+static int th_redis_del_matching(const char *pattern);
+
 static void th_redis_cleanup(void)
+{
+	char match[64];
+
+	if (!th_fmt(match, sizeof(match), "%s*", th.prefix_stem))
+		th_redis_del_matching(match);
+}
+
+long th_redis_forget(const struct th_daemon *d)
+{
+	char match[96];
+
+	if (th_fmt(match, sizeof(match), "%s*", d->prefix))
+		fail_msg("prefix too long");
+	return th_redis_del_matching(match);
+}
+
+/* DEL every key matching pattern; the count, or -1. */
+static int th_redis_del_matching(const char *pattern)
 {
 	char host[256] = "127.0.0.1";
 	const char *p = th.redis_url, *h, *colon, *end;
@@ -426,12 +446,13 @@ static void th_redis_cleanup(void)
 	char *num_end;
 	redisContext *rc = NULL;
 	redisReply *rep = NULL, *del;
-	char cursor[32] = "0", match[64];
+	char cursor[32] = "0";
 	struct timeval tv = { .tv_sec = 3 };
 	size_t i;
+	int deleted = -1;
 
 	if (strncmp(p, "redis://", 8) != 0)
-		return;
+		return -1;
 	h = p + 8;
 	if (strchr(h, '@'))
 		h = strchr(h, '@') + 1;
@@ -440,23 +461,22 @@ static void th_redis_cleanup(void)
 	if (colon) {
 		port = strtol(colon + 1, &num_end, 10);
 		if (num_end == colon + 1 || port <= 0 || port > 65535)
-			return;
+			return -1;
 	} else {
 		colon = end;
 	}
 	if ((size_t)(colon - h) >= sizeof(host) || colon == h)
-		return;
+		return -1;
 	memcpy(host, h, (size_t)(colon - h));
 	host[colon - h] = '\0';
-	if (th_fmt(match, sizeof(match), "%s*", th.prefix_stem))
-		return;
 
 	rc = redisConnectWithTimeout(host, (int)port, tv);
 	if (!rc || rc->err)
 		goto out;
+	deleted = 0;
 	do {
 		rep = redisCommand(rc, "SCAN %s MATCH %s COUNT 1000", cursor,
-				   match);
+				   pattern);
 		if (!rep || rep->type != REDIS_REPLY_ARRAY ||
 		    rep->elements != 2 ||
 		    rep->element[0]->type != REDIS_REPLY_STRING)
@@ -465,6 +485,8 @@ static void th_redis_cleanup(void)
 		for (i = 0; i < rep->element[1]->elements; i++) {
 			del = redisCommand(rc, "DEL %s",
 					   rep->element[1]->element[i]->str);
+			if (del && del->type == REDIS_REPLY_INTEGER)
+				deleted += (int)del->integer;
 			freeReplyObject(del);
 		}
 		freeReplyObject(rep);
@@ -474,6 +496,7 @@ out:
 	freeReplyObject(rep);
 	if (rc)
 		redisFree(rc);
+	return deleted;
 }
 
 /* ---- fixtures ---- */
@@ -798,7 +821,7 @@ static int th_write_config(struct th_daemon *d)
 		"workers = { count = 4; lease_s = 30; shutdown_grace_s = 10; };\n"
 		"jobs = { max_attempts = 3; timeout_s = 60; backoff_base_ms = %d;"
 		" backoff_cap_ms = %d; };\n"
-		"scheduler = { interval_s = 1; };\n"
+		"scheduler = { interval_s = 1; pending_redispatch_s = 5; };\n"
 		"plugins = { dir = \"%s\"; allow_insecure = true; };\n"
 		"log = { level = \"debug\"; };\n"
 		"plugin = { record = { file = \"%s\"; }; };\n",
@@ -1454,4 +1477,153 @@ size_t th_records_of(const struct th_records *r, const char *id,
 		n++;
 	}
 	return n;
+}
+
+/* ---- more daemons and server faults (the chaos suite) ---- */
+
+#define TH_RESTART_TRIES 5
+
+int th_servers(const char *arg1, const char *arg2)
+{
+	return th_run_servers(arg1, arg2);
+}
+
+void th_pg_stop_mode(const char *mode)
+{
+	int r;
+
+	th.pg_stopped = 1;
+	r = th_run_servers("pg-stop", mode);
+	if (r != 0)
+		fail_msg("servers pg-stop %s failed: %d", mode, r);
+}
+
+/*
+ * Fork and exec taskqd for the prepared d (port, url, prefix and paths
+ * set, config written) in slot.  Returns 0 once /healthz answers, 1 when
+ * the daemon exited during start-up (reaped), and fails the test on the
+ * other errors.
+ */
+static int th_spawn(struct th_daemon *d, int slot, const char *env,
+		    va_list ap)
+{
+	char *argv[4];
+	char **envp;
+	pid_t parent = getpid(), pid;
+	int64_t deadline;
+	int fd;
+
+	envp = th_build_env(env, ap);
+	assert_non_null(envp);
+	argv[0] = (char *)th.taskqd;
+	argv[1] = (char *)"-c";
+	argv[2] = d->conf_path;
+	argv[3] = NULL;
+
+	pid = fork();
+	if (pid < 0) {
+		free(envp);
+		fail_msg("fork: %s", strerror(errno));
+	}
+	if (pid == 0) {
+		sigset_t none;
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127);
+		signal(SIGPIPE, SIG_DFL);
+		signal(SIGALRM, SIG_DFL);
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		fd = open(d->log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+		if (fd < 0 || dup2(fd, 2) < 0 || dup2(fd, 1) < 0)
+			_exit(126);
+		if (fd > 2)
+			close(fd);
+		fd = open("/dev/null", O_RDONLY);
+		if (fd >= 0 && fd != 0) {
+			dup2(fd, 0);
+			close(fd);
+		}
+		execve(th.taskqd, argv, envp);
+		_exit(127);
+	}
+	free(envp);
+	d->pid = pid;
+	d->reaped = false;
+	d->status = 0;
+	th.used[slot] = true;
+
+	deadline = th_now_ms() + TH_HEALTHY_TIMEOUT_MS;
+	for (;;) {
+		if (!th_daemon_alive(d))
+			return 1;
+		if (th_healthy(d))
+			return 0;
+		if (th_now_ms() >= deadline) {
+			fail_msg("taskqd did not answer /healthz within %d ms",
+				 TH_HEALTHY_TIMEOUT_MS);
+		}
+		th_sleep_ms(50);
+	}
+}
+
+void th_daemon_restart(struct th_daemon *d, const char *env, ...)
+{
+	int slot = (int)(d - th.daemons);
+	int tries, r = 1;
+	va_list ap;
+
+	if (slot < 0 || slot >= TH_MAX_DAEMONS || !th.used[slot])
+		fail_msg("th_daemon_restart: not a daemon of this harness");
+	if (!d->reaped)
+		fail_msg("th_daemon_restart: taskqd %ld is still running",
+			 (long)d->pid);
+	for (tries = 0; tries < TH_RESTART_TRIES && r == 1; tries++) {
+		if (tries > 0)
+			th_sleep_ms(500);
+		va_start(ap, env);
+		r = th_spawn(d, slot, env, ap);
+		va_end(ap);
+	}
+	if (r != 0)
+		fail_msg("taskqd exited during start-up %d times (status 0x%x)",
+			 TH_RESTART_TRIES, d->status);
+}
+
+struct th_daemon *th_daemon_start_peer(const struct th_daemon *peer,
+				       const char *env, ...)
+{
+	struct th_daemon *d;
+	va_list ap;
+	int i, port, r;
+
+	for (i = 0; i < TH_MAX_DAEMONS; i++)
+		if (!th.used[i])
+			break;
+	if (i == TH_MAX_DAEMONS)
+		fail_msg("more than %d daemons in one case", TH_MAX_DAEMONS);
+	d = &th.daemons[i];
+	memset(d, 0, sizeof(*d));
+	port = th_free_port();
+	if (port <= 0)
+		fail_msg("no free port: %s", strerror(-port));
+	d->port = port;
+	th.seq++;
+	if (th_fmt(d->url, sizeof(d->url), "http://127.0.0.1:%d", port) ||
+	    th_fmt(d->prefix, sizeof(d->prefix), "%s", peer->prefix) ||
+	    th_fmt(d->conf_path, sizeof(d->conf_path), "%s/taskqd-%d.conf",
+		   th.dir, th.seq) ||
+	    th_fmt(d->log_path, sizeof(d->log_path), "%s/taskqd-%d.log",
+		   th.dir, th.seq))
+		fail_msg("path too long");
+	if (th_write_config(d) < 0)
+		fail_msg("cannot write %s", d->conf_path);
+	va_start(ap, env);
+	r = th_spawn(d, i, env, ap);
+	va_end(ap);
+	if (r != 0)
+		fail_msg("taskqd exited during start-up (status 0x%x)",
+			 d->status);
+	return d;
 }

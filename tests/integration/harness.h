@@ -193,6 +193,10 @@ char *th_job_field(const char *id, const char *column);
 void th_pg_stop(void);
 void th_pg_start(void);
 
+/* Delete every Redis key of the daemon's prefix (what a Redis restart
+ * without persistence or FLUSHALL does to it); returns how many. */
+long th_redis_forget(const struct th_daemon *d);
+
 /* ---- the record plugin's file ----
  *
  * One line per execution: "<job_id> <attempt> <pid> <realtime ms>\n"
@@ -227,5 +231,27 @@ size_t th_records_of(const struct th_records *r, const char *id,
 int64_t th_now_ms(void);  /* CLOCK_MONOTONIC */
 int64_t th_wall_ms(void); /* CLOCK_REALTIME */
 void th_sleep_ms(int ms);
+
+/* ---- more daemons and server faults (the chaos suite) ---- */
+
+/*
+ * Start d again after it exited or was killed (it must be reaped): same
+ * config file, port, Redis prefix and log file (appended to), with the
+ * given "NAME=value" overrides (NULL-terminated).  Waits for /healthz as
+ * th_daemon_start() does; a start-up that exits at once (the port not yet
+ * reusable) is tried again a few times before the test fails.
+ */
+void th_daemon_restart(struct th_daemon *d, const char *env, ...);
+/* A second node of peer's deployment: a new daemon (own port, config and
+ * log file) sharing peer's Redis prefix, started as th_daemon_start(). */
+struct th_daemon *th_daemon_start_peer(const struct th_daemon *peer,
+				       const char *env, ...);
+/* Run "$TASKQ_TEST_SERVERS" arg1 [arg2] (arg2 may be NULL); returns its
+ * exit code or -errno.  No cmocka calls. */
+int th_servers(const char *arg1, const char *arg2);
+/* "$TASKQ_TEST_SERVERS" pg-stop MODE (fast, smart or immediate); fails
+ * the test on error.  The teardowns restart PostgreSQL as after
+ * th_pg_stop(). */
+void th_pg_stop_mode(const char *mode);
 
 #endif

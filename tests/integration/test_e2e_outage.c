@@ -90,13 +90,15 @@ static void test_postgres_outage(void **state)
 /* Jobs accepted before the outage and still queued complete after it. */
 static void test_queued_jobs_survive_outage(void **state)
 {
-	struct th_daemon *d = th_daemon_start("TASKQ_WORKERS=1", NULL);
+	struct th_daemon *d = th_daemon_start("TASKQ_WORKERS=1",
+					      "TASKQ_LEASE_S=5", NULL);
 	char block[TH_ID_LEN], queued[3][TH_ID_LEN];
 	struct th_resp r;
 	int i;
 
 	(void)state;
-	th_submit(d, "{\"type\":\"sleep\",\"payload\":{\"ms\":1500}}", block);
+	th_submit(d, "{\"type\":\"sleep\",\"payload\":{\"ms\":1500},"
+		     "\"timeout_s\":5}", block);
 	cJSON_Delete(th_wait_status(d, block, "running", 10000));
 	for (i = 0; i < 3; i++)
 		th_submit(d, "{\"type\":\"record\",\"payload\":{}}", queued[i]);
@@ -108,8 +110,10 @@ static void test_queued_jobs_survive_outage(void **state)
 	th_resp_free(&r);
 	th_pg_start();
 
-	/* all end completed (the sleep job perhaps after a lease expiry and a
-	 * second attempt, which lease_s 30 allows within the deadline) */
+	/* All end completed: ids a worker popped while the database was down
+	 * come back through the pending re-dispatch (pending_redispatch_s 5
+	 * in the harness config), the sleep job perhaps through its lease
+	 * (timeout_s 5 + lease_s 5) and a second attempt. */
 	cJSON_Delete(th_wait_status(d, block, "completed", 60000));
 	for (i = 0; i < 3; i++)
 		cJSON_Delete(th_wait_status(d, queued[i], "completed", 60000));
@@ -117,6 +121,31 @@ static void test_queued_jobs_survive_outage(void **state)
 				     "= 'completed'", NULL, 0),
 			 4);
 	assert_true(th_daemon_alive(d));
+	th_case_passed();
+}
+
+/* Redis loses the dispatch entries of committed jobs (FLUSHALL, restart
+ * without persistence): the jobs are delayed, never lost (the contract's
+ * "PostgreSQL is the truth; Redis is the dispatcher"). */
+static void test_redis_loss_delays_not_loses(void **state)
+{
+	struct th_daemon *d = th_daemon_start("TASKQ_WORKERS=1", NULL);
+	char block[TH_ID_LEN], queued[3][TH_ID_LEN];
+	int i;
+
+	(void)state;
+	th_submit(d, "{\"type\":\"sleep\",\"payload\":{\"ms\":1000}}", block);
+	cJSON_Delete(th_wait_status(d, block, "running", 10000));
+	for (i = 0; i < 3; i++)
+		th_submit(d, "{\"type\":\"record\",\"payload\":{}}", queued[i]);
+	/* the ids sit in the ready list while the one worker is busy */
+	th_sleep_ms(200);
+	assert_true(th_redis_forget(d) >= 1);
+
+	/* pending_redispatch_s is 5 in the harness config */
+	cJSON_Delete(th_wait_status(d, block, "completed", 10000));
+	for (i = 0; i < 3; i++)
+		cJSON_Delete(th_wait_status(d, queued[i], "completed", 30000));
 	th_case_passed();
 }
 
@@ -138,6 +167,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_postgres_outage,
 						th_case_setup, th_case_teardown),
 		cmocka_unit_test_setup_teardown(test_queued_jobs_survive_outage,
+						th_case_setup, th_case_teardown),
+		cmocka_unit_test_setup_teardown(test_redis_loss_delays_not_loses,
 						th_case_setup, th_case_teardown),
 	};
 

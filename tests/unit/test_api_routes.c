@@ -34,7 +34,7 @@ static void expect_route(const char *method, const char *path,
 			 path ? path : "(null)", (int)r.id, (int)id);
 	if (id != TQ_ROUTE_METHOD_NOT_ALLOWED)
 		assert_null(r.allow);
-	if (id != TQ_ROUTE_JOB_GET)
+	if (id != TQ_ROUTE_JOB_GET && id != TQ_ROUTE_JOB_CANCEL)
 		assert_string_equal(r.job_id, "");
 }
 
@@ -114,6 +114,30 @@ static void test_health(void **state)
 	assert_string_equal(r.allow, "GET, HEAD");
 }
 
+static void test_operations(void **state)
+{
+	struct tq_api_route r;
+
+	expect_route("GET", "/readyz", TQ_ROUTE_READY);
+	expect_route("GET", "/v1/job-types", TQ_ROUTE_JOB_TYPES);
+	expect_route("POST", "/v1/plugins/reload", TQ_ROUTE_PLUGINS_RELOAD);
+	assert_int_equal(route("GET", "/v1/plugins/reload", &r),
+			 TQ_ROUTE_METHOD_NOT_ALLOWED);
+	assert_string_equal(r.allow, "POST");
+	assert_int_equal(route("POST", "/readyz", &r), TQ_ROUTE_METHOD_NOT_ALLOWED);
+	assert_string_equal(r.allow, "GET, HEAD");
+
+	assert_int_equal(route("POST", "/v1/jobs/" UUID_UPPER "/cancel", &r),
+			 TQ_ROUTE_JOB_CANCEL);
+	assert_string_equal(r.job_id, UUID);
+	assert_int_equal(route("POST", "/jobs/" UUID "/cancel", &r), TQ_ROUTE_JOB_CANCEL);
+	assert_int_equal(route("GET", "/v1/jobs/" UUID "/cancel", &r),
+			 TQ_ROUTE_METHOD_NOT_ALLOWED);
+	assert_string_equal(r.allow, "POST");
+	expect_route("POST", "/v1/jobs/" UUID "/cancelx", TQ_ROUTE_NOT_FOUND);
+	expect_route("POST", "/v1/jobs/not-a-uuid/cancel", TQ_ROUTE_NOT_FOUND);
+}
+
 static void test_content_type(void **state)
 {
 	static const char *const yes[] = {
@@ -148,6 +172,7 @@ int main(void)
 		cmocka_unit_test(test_item),
 		cmocka_unit_test(test_not_found),
 		cmocka_unit_test(test_health),
+		cmocka_unit_test(test_operations),
 		cmocka_unit_test(test_content_type),
 	};
 
