@@ -40,6 +40,7 @@
 #include "request.h"
 #include "scheduler.h"
 #include "store.h"
+#include "submit.h"
 
 /* Idle time after which a connection is closed (seconds). */
 #define API_CONNECTION_TIMEOUT_S 30
@@ -162,6 +163,15 @@ void tq_api_route(const char *method, const char *path,
 		} else {
 			out->id = TQ_ROUTE_METHOD_NOT_ALLOWED;
 			out->allow = ALLOW_COLLECTION;
+		}
+		return;
+	}
+	if (strcmp(rest, "/batch") == 0) {
+		if (method_is(method, MHD_HTTP_METHOD_POST)) {
+			out->id = TQ_ROUTE_JOB_BATCH;
+		} else {
+			out->id = TQ_ROUTE_METHOD_NOT_ALLOWED;
+			out->allow = ALLOW_POST;
 		}
 		return;
 	}
@@ -611,49 +621,44 @@ static int64_t spec_due_in_ms(const struct tq_job_spec *spec)
 	return ms > 0 ? ms : 0;
 }
 
-static enum MHD_Result handle_submit(struct tq_api *api,
-				     struct MHD_Connection *conn,
-				     struct api_request *req)
+/*
+ * Parse a submission, look its type up, run the plugin's validator and
+ * resolve max_attempts and timeout_s.  0, or -1 with *e filled.  On
+ * success the caller frees spec with tq_job_spec_free().
+ */
+static int prepare_spec(struct tq_api *api, const char *body, size_t len,
+			struct tq_job_spec *spec, struct tq_api_error *e)
 {
 	const struct tq_config *cfg = api->deps.cfg;
-	struct tq_job_spec spec;
-	struct tq_api_error e;
 	struct tq_registry *reg = NULL;
 	const struct tq_type *t = NULL;
-	char verr[256];
-	char location[64];
-	char *job_json = NULL;
 	int def_attempts = 0, def_timeout = 0;
-	int is_pending = 0;
-	int rc;
-	enum MHD_Result ret;
+	char verr[256];
 
-	memset(&e, 0, sizeof(e));
-	if (tq_request_parse_job(req->body ? req->body : "", req->len, &spec,
-				 &e) < 0)
-		return respond_error(conn, req, &e, NULL);
-
+	memset(e, 0, sizeof(*e));
+	if (tq_request_parse_job(body, len, spec, e) < 0)
+		return -1;
 	if (api->deps.plugins)
 		reg = tq_plugins_acquire(api->deps.plugins);
 	if (reg)
-		t = tq_registry_find(reg, spec.type);
+		t = tq_registry_find(reg, spec->type);
 	if (!t) {
-		tq_api_error_set(&e, MHD_HTTP_BAD_REQUEST, TQ_ERR_UNKNOWN_JOB_TYPE,
-				 "unknown job type \"%s\"", spec.type);
+		tq_api_error_set(e, MHD_HTTP_BAD_REQUEST, TQ_ERR_UNKNOWN_JOB_TYPE,
+				 "unknown job type \"%s\"", spec->type);
 		goto refuse;
 	}
 	verr[0] = '\0';
-	if (tq_type_validate(t, spec.payload, verr, sizeof(verr)) != 0) {
+	if (tq_type_validate(t, spec->payload, verr, sizeof(verr)) != 0) {
 		verr[sizeof(verr) - 1] = '\0';
 		sanitize_utf8(verr);
 		if (verr[0])
-			tq_api_error_set(&e, MHD_HTTP_BAD_REQUEST,
+			tq_api_error_set(e, MHD_HTTP_BAD_REQUEST,
 					 TQ_ERR_INVALID_PAYLOAD, "%s", verr);
 		else
-			tq_api_error_set(&e, MHD_HTTP_BAD_REQUEST,
+			tq_api_error_set(e, MHD_HTTP_BAD_REQUEST,
 					 TQ_ERR_INVALID_PAYLOAD,
 					 "payload rejected by the validator of \"%s\"",
-					 spec.type);
+					 spec->type);
 		goto refuse;
 	}
 	if (t->def) {
@@ -661,66 +666,182 @@ static enum MHD_Result handle_submit(struct tq_api *api,
 		def_timeout = t->def->timeout_s;
 	}
 	tq_registry_release(reg);
-	reg = NULL;
+	if (spec->max_attempts <= 0)
+		spec->max_attempts = def_attempts > 0 ? def_attempts : cfg->max_attempts;
+	if (spec->timeout_s <= 0)
+		spec->timeout_s = def_timeout > 0 ? def_timeout : cfg->timeout_s;
+	return 0;
+refuse:
+	tq_registry_release(reg);
+	tq_job_spec_free(spec);
+	return -1;
+}
 
-	if (spec.max_attempts <= 0)
-		spec.max_attempts = def_attempts > 0 ? def_attempts :
-						       cfg->max_attempts;
-	if (spec.timeout_s <= 0)
-		spec.timeout_s = def_timeout > 0 ? def_timeout : cfg->timeout_s;
+/* Committed: hand the job to Redis, or tell the scheduler when it is due. */
+static void after_commit(struct tq_api *api, const struct tq_job_spec *spec,
+			 const struct tq_inserted *ins)
+{
+	if (ins->pending) {
+		if (api->deps.dispatch)
+			tq_dispatch_push(api->deps.dispatch, spec->queue, spec->priority,
+					 ins->id);
+	} else if (api->deps.scheduler) {
+		tq_scheduler_notify(api->deps.scheduler, spec_due_in_ms(spec));
+	}
+}
 
-	rc = tq_store_insert(api->deps.store, &spec, req->job_id, &job_json,
-			     &is_pending);
+/* The new job as GET shows it, built from what was committed. */
+static char *new_job_json(const struct tq_job_spec *spec, const struct tq_inserted *ins)
+{
+	cJSON *o = cJSON_CreateObject();
+	char *text = NULL;
+
+	if (!o)
+		return NULL;
+	if (cJSON_AddStringToObject(o, "id", ins->id) &&
+	    cJSON_AddStringToObject(o, "type", spec->type) &&
+	    cJSON_AddItemToObject(o, "payload", cJSON_CreateRaw(spec->payload)) &&
+	    cJSON_AddStringToObject(o, "status", ins->pending ? "pending" : "scheduled") &&
+	    cJSON_AddStringToObject(o, "queue", spec->queue) &&
+	    cJSON_AddNumberToObject(o, "priority", spec->priority) &&
+	    cJSON_AddNumberToObject(o, "attempts", 0) &&
+	    cJSON_AddNumberToObject(o, "max_attempts", spec->max_attempts) &&
+	    cJSON_AddNumberToObject(o, "timeout_s", spec->timeout_s) &&
+	    cJSON_AddNullToObject(o, "error") && cJSON_AddNullToObject(o, "result") &&
+	    cJSON_AddNullToObject(o, "progress") &&
+	    cJSON_AddNullToObject(o, "progress_message") &&
+	    cJSON_AddStringToObject(o, "run_at", ins->run_at) &&
+	    cJSON_AddNullToObject(o, "lease_expires_at") &&
+	    cJSON_AddStringToObject(o, "created_at", ins->created_at) &&
+	    cJSON_AddStringToObject(o, "updated_at", ins->created_at) &&
+	    cJSON_AddNullToObject(o, "started_at") && cJSON_AddNullToObject(o, "completed_at"))
+		text = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	return text;
+}
+
+static enum MHD_Result handle_submit(struct tq_api *api,
+				     struct MHD_Connection *conn,
+				     struct api_request *req)
+{
+	struct tq_job_spec spec;
+	struct tq_inserted ins;
+	struct tq_api_error e;
+	char location[64];
+	char *job_json;
+	enum MHD_Result ret;
+	int rc;
+
+	if (prepare_spec(api, req->body ? req->body : "", req->len, &spec, &e) < 0)
+		return respond_error(conn, req, &e, NULL);
+	rc = api->deps.submit ? tq_submit_one(api->deps.submit, &spec, &ins)
+			      : tq_store_insert_many(api->deps.store, &spec, 1, &ins);
 	if (rc < 0) {
-		req->job_id[0] = '\0';
-		ret = store_error(conn, req, rc);
+		ret = store_error(conn, req, rc == -ESHUTDOWN ? -EAGAIN : rc);
 		goto out;
 	}
-	req->job_id[36] = '\0';
-
 	/* Committed: from here on the job exists whatever happens. */
-	if (is_pending) {
-		if (api->deps.dispatch)
-			tq_dispatch_push(api->deps.dispatch, spec.queue,
-					 spec.priority, req->job_id);
-	} else if (api->deps.scheduler) {
-		tq_scheduler_notify(api->deps.scheduler, spec_due_in_ms(&spec));
+	memcpy(req->job_id, ins.id, sizeof(req->job_id));
+	after_commit(api, &spec, &ins);
+	job_json = new_job_json(&spec, &ins);
+	if (!job_json && asprintf(&job_json, "{\"id\":\"%s\"}", ins.id) < 0) {
+		ret = MHD_NO;
+		goto out;
 	}
-
-	if (!job_json) {
-		/* The job is committed: answer 201 even without its text. */
-		rc = snprintf(location, sizeof(location), "{\"id\":\"%s\"}",
-			      req->job_id);
-		if (rc > 0 && (size_t)rc < sizeof(location))
-			job_json = strdup(location);
-		if (!job_json) {
-			ret = MHD_NO;
-			goto out;
-		}
-	}
-	rc = snprintf(location, sizeof(location), "/v1/jobs/%s", req->job_id);
-	ret = respond(conn, req, MHD_HTTP_CREATED, job_json,
-		      rc > 0 && (size_t)rc < sizeof(location) ? location : NULL,
-		      NULL);
-	job_json = NULL; /* taken over by respond() */
-	goto out;
-
-refuse:
-	ret = respond_error(conn, req, &e, NULL);
+	snprintf(location, sizeof(location), "/v1/jobs/%s", ins.id);
+	ret = respond(conn, req, MHD_HTTP_CREATED, job_json, location, NULL);
 out:
-	if (reg)
-		tq_registry_release(reg);
-	free(job_json);
 	tq_job_spec_free(&spec);
 	return ret;
 }
 
 /*
- * The first call of a submission: refuse what the headers alone condemn
- * (415, 413 from Content-Length) before a byte of the body is read.  An
- * answer this early makes libmicrohttpd close the connection afterwards,
- * which is what an unread body needs anyway.
+ * POST /v1/jobs/batch {"jobs": [job, ...]}: up to TQ_BATCH_MAX jobs, all
+ * or nothing, in one transaction.  201 {"ids": [...]} in the order given.
  */
+static enum MHD_Result handle_batch(struct tq_api *api, struct MHD_Connection *conn,
+				    struct api_request *req)
+{
+	struct tq_job_spec *specs = NULL;
+	struct tq_inserted *ins = NULL;
+	struct tq_api_error e;
+	cJSON *root, *jobs, *item, *out = NULL, *ids;
+	enum MHD_Result ret;
+	size_t n = 0, ready = 0;
+	char *text;
+	int rc;
+
+	root = cJSON_ParseWithLength(req->body ? req->body : "", req->len);
+	if (!root)
+		return respond_fail(conn, req, MHD_HTTP_BAD_REQUEST, TQ_ERR_INVALID_JSON,
+				    "request body is not valid JSON");
+	jobs = cJSON_GetObjectItemCaseSensitive(root, "jobs");
+	if (!cJSON_IsObject(root) || !cJSON_IsArray(jobs) || cJSON_GetArraySize(root) != 1) {
+		ret = respond_fail(conn, req, MHD_HTTP_BAD_REQUEST, TQ_ERR_INVALID_REQUEST,
+				   "body must be {\"jobs\": [...]} and nothing else");
+		goto out;
+	}
+	n = (size_t)cJSON_GetArraySize(jobs);
+	if (n < 1 || n > TQ_BATCH_MAX) {
+		ret = respond_fail(conn, req, MHD_HTTP_BAD_REQUEST, TQ_ERR_INVALID_REQUEST,
+				   "\"jobs\" must hold from 1 to %d jobs", TQ_BATCH_MAX);
+		goto out;
+	}
+	specs = calloc(n, sizeof(*specs));
+	ins = calloc(n, sizeof(*ins));
+	if (!specs || !ins) {
+		ret = MHD_NO;
+		goto out;
+	}
+	cJSON_ArrayForEach(item, jobs) {
+		char *one = cJSON_PrintUnformatted(item);
+
+		rc = one ? prepare_spec(api, one, strlen(one), &specs[ready], &e) : -1;
+		if (!one)
+			tq_api_error_set(&e, MHD_HTTP_INTERNAL_SERVER_ERROR, TQ_ERR_INTERNAL,
+					 "out of memory");
+		cJSON_free(one);
+		if (rc < 0) {
+			char msg[sizeof(e.message) + 32];
+
+			snprintf(msg, sizeof(msg), "jobs[%zu]: %s", ready, e.message);
+			snprintf(e.message, sizeof(e.message), "%.*s",
+				 (int)sizeof(e.message) - 1, msg);
+			ret = respond_error(conn, req, &e, NULL);
+			goto out;
+		}
+		ready++;
+	}
+	rc = tq_store_insert_many(api->deps.store, specs, n, ins);
+	if (rc < 0) {
+		ret = store_error(conn, req, rc);
+		goto out;
+	}
+	out = cJSON_CreateObject();
+	ids = out ? cJSON_AddArrayToObject(out, "ids") : NULL;
+	for (size_t i = 0; i < n; i++) {
+		after_commit(api, &specs[i], &ins[i]);
+		if (ids)
+			cJSON_AddItemToArray(ids, cJSON_CreateString(ins[i].id));
+	}
+	if (out)
+		cJSON_AddNumberToObject(out, "count", (double)n);
+	text = out ? cJSON_PrintUnformatted(out) : NULL;
+	if (!text) {
+		ret = MHD_NO;
+		goto out;
+	}
+	ret = respond(conn, req, MHD_HTTP_CREATED, text, NULL, NULL);
+out:
+	for (size_t i = 0; i < ready; i++)
+		tq_job_spec_free(&specs[i]);
+	free(specs);
+	free(ins);
+	cJSON_Delete(out);
+	cJSON_Delete(root);
+	return ret;
+}
+
 static enum MHD_Result begin_submit(struct tq_api *api,
 				    struct MHD_Connection *conn,
 				    struct api_request *req)
@@ -793,6 +914,14 @@ static enum MHD_Result finish_request(struct tq_api *api,
 					    "request body exceeds %zu bytes",
 					    api->max_body);
 		return handle_submit(api, conn, req);
+	case TQ_ROUTE_JOB_BATCH:
+		if (req->too_large)
+			return respond_fail(conn, req,
+					    MHD_HTTP_CONTENT_TOO_LARGE,
+					    TQ_ERR_PAYLOAD_TOO_LARGE,
+					    "request body exceeds %zu bytes",
+					    api->max_body);
+		return handle_batch(api, conn, req);
 	}
 	return respond_fail(conn, req, MHD_HTTP_NOT_FOUND, TQ_ERR_NOT_FOUND,
 			    "no such resource");
@@ -863,7 +992,8 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *conn,
 		req->url = url;
 		tq_api_route(method, url, &req->route);
 		*con_cls = req;
-		if (req->route.id == TQ_ROUTE_JOB_SUBMIT)
+		if (req->route.id == TQ_ROUTE_JOB_SUBMIT ||
+		    req->route.id == TQ_ROUTE_JOB_BATCH)
 			return begin_submit(api, conn, req);
 		return MHD_YES;
 	}
@@ -873,7 +1003,8 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *conn,
 		*upload_data_size = 0;
 		if (req->responded)
 			return MHD_YES;
-		if (req->route.id != TQ_ROUTE_JOB_SUBMIT) {
+		if (req->route.id != TQ_ROUTE_JOB_SUBMIT &&
+		    req->route.id != TQ_ROUTE_JOB_BATCH) {
 			/* A body nobody asked for: drop it, within reason. */
 			req->discarded += n;
 			return req->discarded > api->max_body + API_DISCARD_SLACK ?

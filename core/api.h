@@ -2,6 +2,7 @@
  * api.h - the REST API (libmicrohttpd, its own thread pool, keep-alive).
  *
  *   POST /v1/jobs            submit; 201 + Location only after COMMIT
+ *   POST /v1/jobs/batch      up to TQ_BATCH_MAX jobs, all or nothing
  *   GET  /v1/jobs/{id}       one job
  *   GET  /v1/jobs?status=&type=&limit=
  *   POST /v1/jobs/{id}/cancel
@@ -23,6 +24,7 @@ struct tq_store;
 struct tq_plugins;
 struct tq_dispatch;
 struct tq_scheduler;
+struct tq_submit;
 struct tq_api;
 
 struct tq_api_deps {
@@ -31,6 +33,7 @@ struct tq_api_deps {
 	struct tq_plugins *plugins;
 	struct tq_dispatch *dispatch;
 	struct tq_scheduler *scheduler;
+	struct tq_submit *submit; /* group commit; NULL: insert directly */
 };
 
 /*
@@ -52,7 +55,11 @@ enum tq_api_route_id {
 	TQ_ROUTE_JOB_CANCEL, /* POST /v1/jobs/{id}/cancel */
 	TQ_ROUTE_JOB_TYPES,  /* GET /v1/job-types */
 	TQ_ROUTE_PLUGINS_RELOAD, /* POST /v1/plugins/reload */
+	TQ_ROUTE_JOB_BATCH,  /* POST /v1/jobs/batch */
 };
+
+/* Most jobs one POST /v1/jobs/batch may carry. */
+#define TQ_BATCH_MAX 1000
 
 struct tq_api_route {
 	enum tq_api_route_id id;

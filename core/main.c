@@ -24,10 +24,14 @@
 #include "plugin_host.h"
 #include "scheduler.h"
 #include "store.h"
+#include "submit.h"
 #include "worker.h"
 
 #define DEFAULT_CONFIG "/etc/taskq/taskq.conf"
 #define DISPATCH_BUFFER 65536
+/* Group commit of submissions: committer threads, largest batch. */
+#define SUBMIT_COMMITTERS 2
+#define SUBMIT_BATCH_MAX 256
 
 enum { EXIT_RUNTIME = 1, EXIT_CONFIG = 2 };
 
@@ -125,6 +129,7 @@ static int run(const struct tq_config *cfg)
 	struct tq_scheduler *sched = NULL;
 	struct tq_workers *workers = NULL;
 	struct tq_api *api = NULL;
+	struct tq_submit *submit = NULL;
 	struct tq_api_deps deps;
 	sigset_t sigs;
 	char err[512];
@@ -174,7 +179,13 @@ static int run(const struct tq_config *cfg)
 		tq_error("cannot start the workers: %s", strerror(-r));
 		goto out;
 	}
+	r = tq_submit_start(&submit, store, SUBMIT_COMMITTERS, SUBMIT_BATCH_MAX);
+	if (r) {
+		tq_error("cannot start the submission committers: %s", strerror(-r));
+		goto out;
+	}
 	deps = (struct tq_api_deps){
+		.submit = submit,
 		.cfg = cfg, .store = store, .plugins = plugins,
 		.dispatch = dispatch, .scheduler = sched,
 	};
@@ -203,6 +214,7 @@ static int run(const struct tq_config *cfg)
 	rc = 0;
 out:
 	tq_api_stop(api);
+	tq_submit_stop(submit);
 	abandoned = workers ? tq_workers_stop(workers, cfg->shutdown_grace_s) : 0;
 	if (abandoned) {
 		/* Their jobs were handed back; the threads still use the

@@ -14,29 +14,43 @@
  *     hooks behind, so the object is never dlclose()d again, even when
  *     init() refuses.
  *
+ * Stage 1 dlopen()s a private copy of the file (a memfd holding its
+ * bytes, opened through /proc/self/fd), never the file itself: the dynamic
+ * loader would hand back the object already loaded from the same path or
+ * inode, so a new build copied over an old one would not load, and a file
+ * rewritten in place would change the code under the running daemon.
+ *
+ * After init() a plugin with isolation "process" gets its pool of worker
+ * processes (procpool.h), forked from the loading thread.
+ *
  * tq_plugins_load() runs stage 1 for every *.so of the directory in name
  * order, refuses duplicate plugin names and types already taken before
  * stage 2 (a refused plugin is never initialised), and publishes a new
- * immutable registry.  Plugins stay allocated until tq_plugins_close()
- * even when a later load replaces the registry that names them, because a
- * worker may still be running one of their handlers.
+ * immutable registry.  On a reload a file whose identity (device, inode,
+ * size, mtime) did not change keeps its plugin as it is.  Plugins stay
+ * allocated until tq_plugins_close() even when a later load replaces the
+ * registry that names them, because a worker may still be running one of
+ * their handlers; replaced ones are retired (their pools drained).
  */
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "job.h"
 #include "log.h"
 #include "plugin_host.h"
+#include "procpool.h"
 
 /* Size of struct taskq_plugin in ABI 1.0: the host reads no further. */
 #define TQ_PLUGIN_DESC_SIZE_1_0                                                \
@@ -50,6 +64,12 @@
 #define TQ_PLUGIN_FILES_MAX 256
 /* Reason text of a plugin's own init() error. */
 #define TQ_PLUGIN_INIT_ERR_MAX 256
+/* Largest plugin file copied for loading. */
+#define TQ_PLUGIN_FILE_MAX (256LL * 1024 * 1024)
+/* Descriptors looked at to find the ones a plugin's init() opened. */
+#define TQ_PLUGIN_FDS_MAX 1024
+/* Largest max_memory_mb / max_cpu_s a block may ask for. */
+#define TQ_PLUGIN_LIMIT_MAX (1LL << 30)
 
 struct tq_registry {
 	atomic_long refs;
@@ -66,14 +86,25 @@ struct tq_plugins {
 	struct tq_plugin **plugins;
 	size_t n_plugins;
 	size_t cap_plugins;
+	/* the plugins of the current registry (guarded by load_lock) */
+	struct tq_plugin **active;
+	size_t n_active;
 };
 
 /* One load's plugins and types while they are being checked. */
 struct host_load {
-	struct tq_plugin **plugins;
+	struct tq_plugin **plugins; /* kept and new ones */
 	size_t n_plugins;
+	struct tq_plugin **fresh; /* the new ones, owned until kept */
+	size_t n_fresh;
 	struct tq_type *types; /* sorted by name */
 	size_t n_types;
+};
+
+/* The isolation settings of a plugin's block. */
+struct host_isolation {
+	enum tq_isolation mode;
+	struct tq_procpool_opts pool;
 };
 
 static bool host_name_ok(const char *s, size_t max, const char *extra)
@@ -182,14 +213,91 @@ static void host_plugin_free_struct(struct tq_plugin *pl)
 	free(pl);
 }
 
+/*
+ * dlclose() an object that was never initialised.  Its private copy may
+ * be closed only when the object is really gone: the loader matches
+ * /proc/self/fd/N by name, so a descriptor number must never be reused
+ * while an object loaded through it is mapped.
+ */
+static void host_dlclose(void *dl, int memfd)
+{
+	char dlpath[64];
+	void *again;
+
+	if (dl)
+		dlclose(dl);
+	if (memfd < 0)
+		return;
+	snprintf(dlpath, sizeof(dlpath), "/proc/self/fd/%d", memfd);
+	again = dlopen(dlpath, RTLD_NOW | RTLD_NOLOAD);
+	if (again) {
+		dlclose(again);
+		return; /* still mapped: the descriptor stays open */
+	}
+	close(memfd);
+}
+
 /* Drop a plugin whose init() never ran: its object can be unmapped. */
 static void host_plugin_discard(struct tq_plugin *pl)
 {
 	if (!pl)
 		return;
-	if (pl->dl)
-		dlclose(pl->dl);
+	host_dlclose(pl->dl, pl->memfd);
 	host_plugin_free_struct(pl);
+}
+
+/*
+ * Copy the file open on fd into a new memfd; its descriptor or -errno.
+ * st is the file's fstat().
+ */
+static int host_private_copy(int fd, const struct stat *st, char *err,
+			     size_t errlen)
+{
+	char buf[65536];
+	ssize_t r, w, off;
+	int mfd, rc;
+
+	if (st->st_size > TQ_PLUGIN_FILE_MAX) {
+		snprintf(err, errlen, "file larger than %lld bytes",
+			 TQ_PLUGIN_FILE_MAX);
+		return -EFBIG;
+	}
+	mfd = memfd_create("taskq-plugin", MFD_CLOEXEC);
+	if (mfd < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "cannot make a private copy: %s",
+			 strerror(-rc));
+		return rc;
+	}
+	for (;;) {
+		r = read(fd, buf, sizeof(buf));
+		if (r == 0)
+			break;
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			rc = -errno;
+			snprintf(err, errlen, "cannot read: %s", strerror(-rc));
+			goto fail;
+		}
+		for (off = 0; off < r; off += w) {
+			w = write(mfd, buf + off, (size_t)(r - off));
+			if (w < 0) {
+				if (errno == EINTR) {
+					w = 0;
+					continue;
+				}
+				rc = -errno;
+				snprintf(err, errlen, "cannot make a private copy: %s",
+					 strerror(-rc));
+				goto fail;
+			}
+		}
+	}
+	return mfd;
+fail:
+	close(mfd);
+	return rc;
 }
 
 /* Stage 1: dlopen, describe, check.  No plugin code but describe() runs. */
@@ -199,11 +307,12 @@ static int host_plugin_open(const char *path, struct tq_plugin **out,
 	const struct taskq_plugin *d;
 	struct tq_plugin *pl = NULL;
 	taskq_describe_fn describe;
-	char dlpath[PATH_MAX];
+	char dlpath[64];
 	struct stat st;
 	void *dl = NULL;
 	const char *why;
-	int rc, n;
+	size_t dllen;
+	int rc, fd = -1, memfd = -1;
 
 	*out = NULL;
 	if (stat(path, &st) < 0) {
@@ -216,21 +325,37 @@ static int host_plugin_open(const char *path, struct tq_plugin **out,
 		snprintf(err, errlen, "not a regular file");
 		goto out;
 	}
-	/* dlopen() searches the library path for a name without a slash */
-	n = snprintf(dlpath, sizeof(dlpath), "%s%s",
-		     strchr(path, '/') ? "" : "./", path);
-	if (n < 0 || (size_t)n >= sizeof(dlpath)) {
-		rc = -ENAMETOOLONG;
-		snprintf(err, errlen, "path too long");
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "cannot open: %s", strerror(-rc));
 		goto out;
 	}
+	if (!S_ISREG(st.st_mode)) {
+		rc = -EINVAL;
+		snprintf(err, errlen, "not a regular file");
+		goto out;
+	}
+	memfd = host_private_copy(fd, &st, err, errlen);
+	if (memfd < 0) {
+		rc = memfd;
+		memfd = -1;
+		goto out;
+	}
+	snprintf(dlpath, sizeof(dlpath), "/proc/self/fd/%d", memfd);
 
 	dlerror();
 	dl = dlopen(dlpath, RTLD_NOW | RTLD_LOCAL);
 	if (!dl) {
 		why = dlerror();
 		rc = -ENOEXEC;
-		snprintf(err, errlen, "cannot load: %s", why ? why : "dlopen failed");
+		/* name the file, not its private copy */
+		dllen = strlen(dlpath);
+		if (why && strncmp(why, dlpath, dllen) == 0)
+			snprintf(err, errlen, "cannot load: %s%s", path, why + dllen);
+		else
+			snprintf(err, errlen, "cannot load: %s",
+				 why ? why : "dlopen failed");
 		goto out;
 	}
 	describe = (taskq_describe_fn)dlsym(dl, TASKQ_PLUGIN_SYMBOL);
@@ -277,6 +402,13 @@ static int host_plugin_open(const char *path, struct tq_plugin **out,
 		goto nomem;
 	pl->dl = dl;
 	pl->desc = d;
+	pl->memfd = memfd;
+	pl->isolation = TQ_ISOLATION_THREAD; /* until a load gives it a pool */
+	pl->file_dev = st.st_dev;
+	pl->file_ino = st.st_ino;
+	pl->file_size = st.st_size;
+	pl->file_mtime = st.st_mtim;
+	close(fd);
 	*out = pl;
 	return 0;
 
@@ -285,8 +417,10 @@ nomem:
 	snprintf(err, errlen, "out of memory");
 out:
 	host_plugin_free_struct(pl);
-	if (dl)
-		dlclose(dl);
+	if (dl || memfd >= 0)
+		host_dlclose(dl, memfd);
+	if (fd >= 0)
+		close(fd);
 	return rc;
 }
 
@@ -346,6 +480,8 @@ void tq_plugin_free(struct tq_plugin *pl)
 
 	if (!pl)
 		return;
+	tq_procpool_close(pl->pool);
+	pl->pool = NULL;
 	if (pl->inited && pl->desc->fini) {
 		prev = tq_job_set_log_plugin(pl->name);
 		pl->desc->fini(pl->user_data);
@@ -439,6 +575,7 @@ void tq_plugins_close(struct tq_plugins *p)
 	for (i = p->n_plugins; i > 0; i--)
 		tq_plugin_free(p->plugins[i - 1]);
 	free(p->plugins);
+	free(p->active);
 	pthread_mutex_destroy(&p->lock);
 	pthread_mutex_destroy(&p->load_lock);
 	free(p);
@@ -486,8 +623,8 @@ const struct tq_type *tq_registry_at(const struct tq_registry *r, size_t i)
 
 /*
  * Unless plugin_allow_insecure: a plugin file or directory must belong to
- * root or to the daemon's user and must not be writable by everyone, or
- * anyone could make the daemon run their code.
+ * root or to the daemon's user and must not be writable by its group or
+ * by everyone, or others could make the daemon run their code.
  */
 static int host_check_owner(const struct tq_config *cfg, const struct stat *st,
 			    char *err, size_t errlen)
@@ -497,6 +634,12 @@ static int host_check_owner(const struct tq_config *cfg, const struct stat *st,
 	if (st->st_mode & S_IWOTH) {
 		snprintf(err, errlen,
 			 "writable by everyone (set plugin_allow_insecure to load it anyway)");
+		return -EPERM;
+	}
+	if (st->st_mode & S_IWGRP) {
+		snprintf(err, errlen,
+			 "writable by its group (gid %u) (set plugin_allow_insecure to load it anyway)",
+			 (unsigned int)st->st_gid);
 		return -EPERM;
 	}
 	if (st->st_uid != 0 && st->st_uid != geteuid()) {
@@ -666,7 +809,7 @@ static int host_load_add(struct host_load *ld, struct tq_plugin *pl)
 	return 0;
 }
 
-static void host_log_loaded(const struct tq_plugin *pl)
+static void host_log_loaded(const struct tq_plugin *pl, int procs)
 {
 	struct tq_log_fields f = TQ_LOG_FIELDS_INIT;
 	const struct taskq_plugin *d = pl->desc;
@@ -687,16 +830,210 @@ static void host_log_loaded(const struct tq_plugin *pl)
 	}
 	f.plugin = pl->name;
 	f.file = pl->path;
-	tq_logf(TQ_LOG_INFO, &f, "plugin loaded: version %s, types %s",
-		pl->version, types);
+	if (pl->pool)
+		tq_logf(TQ_LOG_INFO, &f,
+			"plugin loaded: version %s, types %s, isolation process (%d processes)",
+			pl->version, types, procs);
+	else
+		tq_logf(TQ_LOG_INFO, &f,
+			"plugin loaded: version %s, types %s, isolation thread",
+			pl->version, types);
+}
+
+/* A setting of a plugin block as an integer in [lo, hi]. */
+static int host_block_int(const config_setting_t *block, const char *plugin,
+			  const char *name, long long lo, long long hi,
+			  long long *out, char *err, size_t errlen)
+{
+	const config_setting_t *s;
+	long long v;
+
+	s = block ? config_setting_lookup((config_setting_t *)block, name) : NULL;
+	if (!s)
+		return 0;
+	switch (config_setting_type(s)) {
+	case CONFIG_TYPE_INT:
+		v = config_setting_get_int(s);
+		break;
+	case CONFIG_TYPE_INT64:
+		v = config_setting_get_int64(s);
+		break;
+	default:
+		v = lo - 1;
+		break;
+	}
+	if (v < lo || v > hi) {
+		snprintf(err, errlen,
+			 "plugin \"%s\": %s must be an integer from %lld to %lld",
+			 plugin, name, lo, hi);
+		return -EINVAL;
+	}
+	*out = v;
+	return 0;
+}
+
+/*
+ * The isolation settings of a plugin's block:
+ *   isolation = "process" | "thread";   (default "process")
+ *   processes = N;       1..64, default workers.count
+ *   recycle_after = N;   jobs per process, 0 (default) = never
+ *   max_memory_mb = N;   address space a process may add, 0 = no limit
+ *   max_cpu_s = N;       CPU seconds per attempt, 0 = no limit
+ */
+static int host_isolation_parse(const struct tq_config *cfg,
+				const config_setting_t *block,
+				const char *plugin, struct host_isolation *iso,
+				char *err, size_t errlen)
+{
+	const char *mode = NULL;
+	long long procs, recycle = 0, mem = 0, cpu = 0;
+	int rc;
+
+	memset(iso, 0, sizeof(*iso));
+	procs = cfg->workers;
+	if (procs < 1)
+		procs = 1;
+	if (procs > TQ_PROCPOOL_MAX)
+		procs = TQ_PROCPOOL_MAX;
+	iso->mode = TQ_ISOLATION_PROCESS;
+	if (block && config_setting_lookup((config_setting_t *)block, "isolation")) {
+		if (!config_setting_lookup_string(block, "isolation", &mode) ||
+		    (strcmp(mode, "process") != 0 && strcmp(mode, "thread") != 0)) {
+			snprintf(err, errlen,
+				 "plugin \"%s\": isolation must be \"process\" or \"thread\"",
+				 plugin);
+			return -EINVAL;
+		}
+		if (strcmp(mode, "thread") == 0)
+			iso->mode = TQ_ISOLATION_THREAD;
+	}
+	if ((rc = host_block_int(block, plugin, "processes", 1, TQ_PROCPOOL_MAX,
+				 &procs, err, errlen)) < 0 ||
+	    (rc = host_block_int(block, plugin, "recycle_after", 0, INT_MAX,
+				 &recycle, err, errlen)) < 0 ||
+	    (rc = host_block_int(block, plugin, "max_memory_mb", 0,
+				 TQ_PLUGIN_LIMIT_MAX, &mem, err, errlen)) < 0 ||
+	    (rc = host_block_int(block, plugin, "max_cpu_s", 0,
+				 TQ_PLUGIN_LIMIT_MAX, &cpu, err, errlen)) < 0)
+		return rc;
+	iso->pool.processes = (int)procs;
+	iso->pool.recycle_after = (int)recycle;
+	iso->pool.max_memory_mb = mem;
+	iso->pool.max_cpu_s = cpu;
+	return 0;
+}
+
+static int host_int_cmp(const void *a, const void *b)
+{
+	int x = *(const int *)a, y = *(const int *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* The open descriptors of this process, sorted; how many (at most max). */
+static size_t host_open_fds(int *fds, size_t max)
+{
+	struct dirent *de;
+	size_t n = 0;
+	char *end;
+	long fd;
+	DIR *d;
+
+	d = opendir("/proc/self/fd");
+	if (!d)
+		return 0;
+	while (n < max && (de = readdir(d))) {
+		errno = 0;
+		fd = strtol(de->d_name, &end, 10);
+		if (errno || end == de->d_name || *end || fd < 0 || fd > INT_MAX ||
+		    fd == dirfd(d))
+			continue;
+		fds[n++] = (int)fd;
+	}
+	closedir(d);
+	qsort(fds, n, sizeof(*fds), host_int_cmp);
+	return n;
+}
+
+/* init() with the descriptors it opened collected into keep (for the
+ * plugin's worker processes, which close every other one). */
+static int host_plugin_init_fds(struct tq_plugin *pl,
+				const config_setting_t *block, int *keep,
+				size_t *n_keep, char *err, size_t errlen)
+{
+	int *before, *after;
+	size_t nb, na, i;
+	int rc;
+
+	*n_keep = 0;
+	before = malloc(2 * TQ_PLUGIN_FDS_MAX * sizeof(int));
+	if (!before) {
+		host_plugin_discard(pl);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	after = before + TQ_PLUGIN_FDS_MAX;
+	nb = host_open_fds(before, TQ_PLUGIN_FDS_MAX);
+	rc = host_plugin_init(pl, block, err, errlen);
+	if (rc == 0) {
+		na = host_open_fds(after, TQ_PLUGIN_FDS_MAX);
+		for (i = 0; i < na && *n_keep < TQ_PROCPOOL_KEEP_FDS_MAX; i++)
+			if (!bsearch(&after[i], before, nb, sizeof(int), host_int_cmp))
+				keep[(*n_keep)++] = after[i];
+	}
+	free(before);
+	return rc;
+}
+
+/* The plugin of the current registry loaded from path, when the file is
+ * still the same. */
+static struct tq_plugin *host_find_same(const struct tq_plugins *p,
+					const char *path, const struct stat *st,
+					bool *changed)
+{
+	struct tq_plugin *pl;
+	size_t i;
+
+	*changed = false;
+	for (i = 0; i < p->n_active; i++) {
+		pl = p->active[i];
+		if (strcmp(pl->path, path) != 0)
+			continue;
+		if (pl->file_dev == st->st_dev && pl->file_ino == st->st_ino &&
+		    pl->file_size == st->st_size &&
+		    pl->file_mtime.tv_sec == st->st_mtim.tv_sec &&
+		    pl->file_mtime.tv_nsec == st->st_mtim.tv_nsec)
+			return pl;
+		*changed = true;
+	}
+	return NULL;
+}
+
+static int host_load_fresh(struct host_load *ld, struct tq_plugin *pl)
+{
+	struct tq_plugin **fresh;
+
+	fresh = realloc(ld->fresh, (ld->n_fresh + 1) * sizeof(*fresh));
+	if (!fresh)
+		return -ENOMEM;
+	ld->fresh = fresh;
+	ld->fresh[ld->n_fresh++] = pl;
+	return 0;
 }
 
 /* Load one file into ld.  On failure err says why; nothing was added. */
 static int host_load_one(struct tq_plugins *p, struct host_load *ld,
 			 const char *path, char *err, size_t errlen)
 {
+	struct tq_log_fields f = TQ_LOG_FIELDS_INIT;
+	const config_setting_t *block;
 	struct tq_plugin *pl = NULL;
+	struct host_isolation iso;
+	int keep[TQ_PROCPOOL_KEEP_FDS_MAX];
+	size_t n_keep = 0;
+	char perr[256];
 	struct stat st;
+	bool changed;
 	int rc;
 
 	if (stat(path, &st) < 0) {
@@ -707,6 +1044,19 @@ static int host_load_one(struct tq_plugins *p, struct host_load *ld,
 	rc = host_check_owner(p->cfg, &st, err, errlen);
 	if (rc < 0)
 		return rc;
+
+	/* unchanged since it was loaded: keep it as it is */
+	pl = host_find_same(p, path, &st, &changed);
+	if (pl) {
+		rc = host_check_clash(ld, pl, err, errlen);
+		if (rc < 0)
+			return rc;
+		rc = host_load_add(ld, pl);
+		if (rc < 0)
+			snprintf(err, errlen, "out of memory");
+		return rc;
+	}
+
 	rc = host_plugin_open(path, &pl, err, errlen);
 	if (rc < 0)
 		return rc;
@@ -715,17 +1065,47 @@ static int host_load_one(struct tq_plugins *p, struct host_load *ld,
 		host_plugin_discard(pl);
 		return rc;
 	}
-	rc = host_plugin_init(pl, tq_config_plugin_block(p->cfg, pl->name),
-			      err, errlen);
+	block = tq_config_plugin_block(p->cfg, pl->name);
+	rc = host_isolation_parse(p->cfg, block, pl->name, &iso, err, errlen);
+	if (rc < 0) {
+		host_plugin_discard(pl);
+		return rc;
+	}
+	rc = host_plugin_init_fds(pl, block, keep, &n_keep, err, errlen);
 	if (rc < 0)
 		return rc; /* pl is gone, its object stays mapped */
-	rc = host_load_add(ld, pl);
+	pl->isolation = iso.mode;
+	if (iso.mode == TQ_ISOLATION_PROCESS) {
+		iso.pool.name = pl->name;
+		iso.pool.keep_fds = keep;
+		iso.pool.n_keep_fds = n_keep;
+		rc = tq_procpool_open(&pl->pool, &iso.pool, pl->desc->types,
+				      pl->desc->n_types, pl->user_data, perr,
+				      sizeof(perr));
+		if (rc < 0) {
+			snprintf(err, errlen, "plugin \"%s\": %s", pl->name, perr);
+			tq_plugin_free(pl);
+			return rc;
+		}
+	}
+	rc = host_load_fresh(ld, pl);
+	if (rc == 0) {
+		rc = host_load_add(ld, pl);
+		if (rc < 0)
+			ld->n_fresh--;
+	}
 	if (rc < 0) {
 		snprintf(err, errlen, "out of memory");
 		tq_plugin_free(pl);
 		return rc;
 	}
-	host_log_loaded(pl);
+	host_log_loaded(pl, iso.pool.processes);
+	if (changed) {
+		f.plugin = pl->name;
+		f.file = path;
+		tq_logf(TQ_LOG_INFO, &f,
+			"plugin file changed: new jobs run version %s", pl->version);
+	}
 	return 0;
 }
 
@@ -735,11 +1115,11 @@ static int host_keep_plugins(struct tq_plugins *p, struct host_load *ld)
 	struct tq_plugin **all;
 	size_t cap;
 
-	if (!ld->n_plugins)
+	if (!ld->n_fresh)
 		return 0;
-	if (p->n_plugins + ld->n_plugins > p->cap_plugins) {
+	if (p->n_plugins + ld->n_fresh > p->cap_plugins) {
 		cap = p->cap_plugins ? p->cap_plugins : 16;
-		while (cap < p->n_plugins + ld->n_plugins)
+		while (cap < p->n_plugins + ld->n_fresh)
 			cap *= 2;
 		all = realloc(p->plugins, cap * sizeof(*all));
 		if (!all)
@@ -747,11 +1127,35 @@ static int host_keep_plugins(struct tq_plugins *p, struct host_load *ld)
 		p->plugins = all;
 		p->cap_plugins = cap;
 	}
-	memcpy(p->plugins + p->n_plugins, ld->plugins,
-	       ld->n_plugins * sizeof(*ld->plugins));
-	p->n_plugins += ld->n_plugins;
-	ld->n_plugins = 0;
+	memcpy(p->plugins + p->n_plugins, ld->fresh,
+	       ld->n_fresh * sizeof(*ld->fresh));
+	p->n_plugins += ld->n_fresh;
+	ld->n_fresh = 0;
 	return 0;
+}
+
+/* Retire the plugins of the previous registry that ld does not keep. */
+static void host_retire_missing(struct tq_plugins *p, const struct host_load *ld)
+{
+	struct tq_log_fields f = TQ_LOG_FIELDS_INIT;
+	struct tq_plugin *pl;
+	size_t i, j;
+
+	for (i = 0; i < p->n_active; i++) {
+		pl = p->active[i];
+		for (j = 0; j < ld->n_plugins; j++)
+			if (ld->plugins[j] == pl)
+				break;
+		if (j < ld->n_plugins)
+			continue;
+		pl->retired = true;
+		tq_procpool_drain(pl->pool);
+		f.plugin = pl->name;
+		f.file = pl->path;
+		tq_logf(TQ_LOG_INFO, &f,
+			"plugin retired: version %s takes no new jobs; running ones finish",
+			pl->version);
+	}
 }
 
 int tq_plugins_load(struct tq_plugins *p)
@@ -799,10 +1203,16 @@ int tq_plugins_load(struct tq_plugins *p)
 	tq_registry_release(old);
 	rc = (int)reg->n;
 	reg = NULL;
+	host_retire_missing(p, &ld);
+	free(p->active);
+	p->active = ld.plugins;
+	p->n_active = ld.n_plugins;
+	ld.plugins = NULL;
 out:
-	/* plugins not handed to p (only on errors) are retired here */
-	for (i = ld.n_plugins; i > 0; i--)
-		tq_plugin_free(ld.plugins[i - 1]);
+	/* new plugins not handed to p (only on errors) are retired here */
+	for (i = ld.n_fresh; i > 0; i--)
+		tq_plugin_free(ld.fresh[i - 1]);
+	free(ld.fresh);
 	free(ld.plugins);
 	free(ld.types);
 	free(reg);
@@ -813,6 +1223,8 @@ out:
 
 enum taskq_outcome tq_type_run(const struct tq_type *t, struct taskq_job *job)
 {
+	if (t->plugin->pool)
+		return tq_procpool_run(t->plugin->pool, t->def, job);
 	return t->def->handler(&tq_host, job, t->plugin->user_data);
 }
 
@@ -836,6 +1248,8 @@ int tq_plugins_types_json(struct tq_plugins *p, char **json)
 		    !cJSON_AddStringToObject(o, "plugin", t->plugin->name) ||
 		    !cJSON_AddStringToObject(o, "version", t->plugin->version) ||
 		    !cJSON_AddStringToObject(o, "file", t->plugin->path) ||
+		    !cJSON_AddStringToObject(o, "isolation",
+					     t->plugin->pool ? "process" : "thread") ||
 		    !cJSON_AddNumberToObject(o, "max_attempts", t->def->max_attempts) ||
 		    !cJSON_AddNumberToObject(o, "timeout_s", t->def->timeout_s))
 			goto out;

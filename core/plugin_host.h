@@ -18,9 +18,20 @@
 #define TQ_PLUGIN_HOST_H
 
 #include <stddef.h>
+#include <sys/types.h>
+#include <time.h>
 #include <taskq/plugin.h>
 
 #include "config.h"
+
+/* Where a plugin's handlers run (its block: isolation = "process" or
+ * "thread"; "process" is the default). */
+enum tq_isolation {
+	TQ_ISOLATION_PROCESS = 0, /* pre-forked worker processes (procpool.h) */
+	TQ_ISOLATION_THREAD = 1,  /* on the worker thread itself */
+};
+
+struct tq_procpool;
 
 /* One loaded plugin file. */
 struct tq_plugin {
@@ -31,6 +42,23 @@ struct tq_plugin {
 	const struct taskq_plugin *desc;
 	void *user_data;
 	bool inited;
+	/* isolation: the pool is set when it is "process" and the plugin
+	 * came from tq_plugins_load(); tq_type_run() calls the handler on the
+	 * calling thread when it is NULL */
+	enum tq_isolation isolation;
+	struct tq_procpool *pool;
+	/* the private copy that was dlopen()ed (-1: none); kept open while
+	 * the code may be mapped */
+	int memfd;
+	/* the file as it was loaded: a reload keeps a plugin whose file still
+	 * has the same device, inode, size and mtime */
+	dev_t file_dev;
+	ino_t file_ino;
+	off_t file_size;
+	struct timespec file_mtime;
+	/* replaced or removed by a reload: its types take no new jobs and its
+	 * processes stop after their current attempt */
+	bool retired;
 };
 
 /* One registered job type. */
@@ -52,9 +80,15 @@ void tq_plugins_close(struct tq_plugins *p);
 
 /* Scan cfg->plugin_dir and publish a new registry.  Returns the number of
  * types registered (>= 0), or -errno when the directory cannot be read
- * (or, -EPERM, is writable by everyone without plugin_allow_insecure); the
- * current registry then stays.  Loads are serialised; each one loads the
- * directory afresh (plugins of earlier loads stay alive until close). */
+ * (or, -EPERM, is writable by its group or by everyone, or owned by
+ * another user, without plugin_allow_insecure); the current registry then
+ * stays.  Loads are serialised.  A reload (every call after the first)
+ * keeps a plugin whose file did not change (same struct tq_plugin, no new
+ * init()), loads new and changed files (a changed file from a private
+ * copy, so the new code really loads), and retires the plugins whose file
+ * changed or went away: their types take no new jobs, running attempts
+ * finish with the old code, their worker processes stop after their
+ * current attempt.  Nothing is dlclose()d or freed before close. */
 int tq_plugins_load(struct tq_plugins *p);
 
 /* Take a reference to the current registry (never NULL); thread-safe.
@@ -71,13 +105,17 @@ const struct tq_type *tq_registry_at(const struct tq_registry *r, size_t i);
  * Run one attempt of a job of type t: the handler, in this thread
  * (isolation "thread") or in a supervised worker process (isolation
  * "process").  Returns the handler's outcome; the reason of a failure is in
- * job->error.  Thread-safe.
+ * job->error.  In process isolation a crash, an exit, a passed deadline or
+ * a cancellation that the handler ignores cost the attempt: TASKQ_RETRY
+ * with error "handler crashed: SIGSEGV", "handler exited with status 3",
+ * "timeout after N s" or "cancelled".  Thread-safe.
  */
 enum taskq_outcome tq_type_run(const struct tq_type *t, struct taskq_job *job);
 
 /* The registered types as JSON text (malloc'd):
- * {"job_types":[{"name","plugin","version","file","max_attempts",
- * "timeout_s"},...]}.  0 or -ENOMEM. */
+ * {"job_types":[{"name","plugin","version","file","isolation",
+ * "max_attempts","timeout_s"},...]}, isolation "process" or "thread".
+ * 0 or -ENOMEM. */
 int tq_plugins_types_json(struct tq_plugins *p, char **json);
 
 /*

@@ -404,3 +404,95 @@ int tq_queue_ping(struct tq_queue *q)
 	freeReplyObject(reply);
 	return r;
 }
+
+/*
+ * Pop up to ARGV[1] ids from KEYS in order (priority 9..0), without
+ * blocking.  RPOP with a count needs Redis 6.2.
+ */
+static const char pop_many_lua[] =
+	"local out = {} "
+	"local need = tonumber(ARGV[1]) "
+	"for _, k in ipairs(KEYS) do "
+	"  if need <= 0 then break end "
+	"  local r = redis.call('RPOP', k, need) "
+	"  if r then "
+	"    for _, v in ipairs(r) do out[#out + 1] = v end "
+	"    need = need - #r "
+	"  end "
+	"end "
+	"return out";
+
+static int pop_now(struct tq_queue *q, size_t max, char (*ids)[37], size_t *n)
+{
+	size_t nkeys = q->argc - 2, argc = 4 + nkeys, k = 0;
+	const char **argv = calloc(argc, sizeof(*argv));
+	char nkeys_s[16], max_s[16];
+	redisReply *reply;
+	int r = 0;
+
+	if (!argv)
+		return -ENOMEM;
+	snprintf(nkeys_s, sizeof(nkeys_s), "%zu", nkeys);
+	snprintf(max_s, sizeof(max_s), "%zu", max);
+	argv[k++] = "EVAL";
+	argv[k++] = pop_many_lua;
+	argv[k++] = nkeys_s;
+	for (size_t i = 0; i < nkeys; i++)
+		argv[k++] = q->argv[1 + i];
+	argv[k++] = max_s;
+	reply = redisCommandArgv(q->ctx, (int)k, argv, NULL);
+	free(argv);
+	if (!reply)
+		return broken(q);
+	if (reply->type == REDIS_REPLY_ARRAY) {
+		for (size_t i = 0; i < reply->elements && *n < max; i++) {
+			redisReply *e = reply->element[i];
+
+			if (e->type == REDIS_REPLY_STRING && e->len == 36) {
+				memcpy(ids[*n], e->str, 36);
+				ids[*n][36] = '\0';
+				(*n)++;
+			}
+		}
+	} else {
+		tq_warn("redis pop failed: %s",
+			reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+		r = -EIO;
+	}
+	freeReplyObject(reply);
+	return r;
+}
+
+int tq_queue_pop_many(struct tq_queue *q, const char *const *queues, size_t max,
+		      int timeout_s, char (*ids)[37], size_t *n)
+{
+	int r;
+
+	*n = 0;
+	if (max == 0)
+		return 0;
+	if (atomic_load(&q->interrupted))
+		return -EINTR;
+	r = ensure_connected(q);
+	if (r)
+		return r;
+	r = build_argv(q, queues, timeout_s);
+	if (r)
+		return r;
+	r = pop_now(q, max, ids, n);
+	if (r || *n)
+		return r;
+	/* nothing ready: block for the first one, then take what came
+	 * with it */
+	r = tq_queue_pop(q, queues, timeout_s, ids[0]);
+	if (r)
+		return r;
+	*n = 1;
+	if (max > 1 && q->ctx) {
+		size_t more = 0;
+
+		r = pop_now(q, max - 1, ids + 1, &more);
+		*n += more;
+	}
+	return *n ? 0 : r;
+}

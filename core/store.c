@@ -32,6 +32,7 @@
 
 #include <libpq-fe.h>
 #include <uuid/uuid.h>
+#include <cjson/cJSON.h>
 
 #include "job.h"
 #include "log.h"
@@ -99,6 +100,9 @@ enum stmt_id {
 	ST_RECONCILE,
 	ST_CANCEL,
 	ST_RELEASE,
+	ST_INSERT_MANY,
+	ST_CLAIM_MANY,
+	ST_COMPLETE_MANY,
 	ST_COUNT
 };
 
@@ -248,6 +252,46 @@ static const struct stmt stmts[ST_COUNT] = {
 	 * Hand a running attempt back at shutdown: as a lease expiry would,
 	 * but at once and without backoff.
 	 */
+	/*
+	 * The hot path, in batches.  Rows travel as one JSON array ($1), so
+	 * that one statement (one round trip, one commit) carries them all.
+	 * Claims commit asynchronously (synchronous_commit off for that
+	 * transaction only): a claim lost in a crash costs a re-run, which
+	 * the delivery contract allows; submissions and outcomes wait for the
+	 * disk.
+	 */
+	[ST_INSERT_MANY] = {"tq_insert_many",
+		"INSERT INTO jobs (id, type, payload, status, queue, priority, "
+		"max_attempts, timeout_s, run_at) "
+		"SELECT r.id, r.type, r.payload, "
+		"CASE WHEN t.run_at > now() THEN 'scheduled' ELSE 'pending' END, "
+		"r.queue, r.priority, r.max_attempts, r.timeout_s, t.run_at "
+		"FROM json_to_recordset($1::json) AS r(id uuid, type text, "
+		"payload jsonb, queue text, priority smallint, max_attempts int, "
+		"timeout_s int, delay_ms bigint, run_at_ms bigint) "
+		"CROSS JOIN LATERAL (SELECT CASE "
+		"WHEN r.delay_ms IS NOT NULL "
+		"THEN now() + r.delay_ms * interval '1 millisecond' "
+		"WHEN r.run_at_ms IS NOT NULL "
+		"THEN to_timestamp(r.run_at_ms / 1000.0) "
+		"ELSE now() END AS run_at) t "
+		"RETURNING id::text, status, " TS("created_at") ", " TS("run_at")},
+	[ST_CLAIM_MANY] = {"tq_claim_many",
+		"UPDATE jobs SET status = 'running', attempts = attempts + 1, "
+		"started_at = now(), updated_at = now(), "
+		"lease_expires_at = now() + make_interval(secs => $2::int) "
+		"FROM (SELECT set_config('synchronous_commit', 'off', true)) async "
+		"WHERE id = ANY($1::uuid[]) AND status = 'pending' "
+		"RETURNING id::text, type, payload::text, queue, attempts, "
+		"max_attempts, timeout_s"},
+	[ST_COMPLETE_MANY] = {"tq_complete_many",
+		"UPDATE jobs j SET status = 'completed', result = r.result, "
+		"completed_at = now(), updated_at = now(), lease_expires_at = NULL "
+		"FROM json_to_recordset($1::json) AS r(id uuid, attempt int, "
+		"result jsonb) "
+		"WHERE j.id = r.id AND j.status = 'running' "
+		"AND j.attempts = r.attempt "
+		"RETURNING j.id::text"},
 	[ST_RELEASE] = {"tq_release",
 		"UPDATE jobs SET status = CASE WHEN cancel_requested THEN 'cancelled' "
 		"WHEN attempts >= max_attempts THEN 'failed' ELSE 'pending' END, "
@@ -1496,5 +1540,195 @@ int tq_store_release(struct tq_store *s, const char *id, int attempt,
 		}
 	}
 	PQclear(res);
+	return rc;
+}
+
+/* --- the hot path in batches ------------------------------------------ */
+
+int tq_store_insert_many(struct tq_store *s, const struct tq_job_spec *specs,
+			 size_t n, struct tq_inserted *out)
+{
+	cJSON *arr = cJSON_CreateArray();
+	const char *params[1];
+	PGresult *res = NULL;
+	char *text = NULL;
+	int rc = -ENOMEM;
+
+	if (!arr)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		const struct tq_job_spec *sp = &specs[i];
+		cJSON *o = cJSON_CreateObject();
+		uuid_t uu;
+
+		if (!o || !cJSON_AddItemToArray(arr, o))
+			goto out;
+		if (!sp->type || !sp->payload ||
+		    sp->priority < TQ_PRIORITY_MIN || sp->priority > TQ_PRIORITY_MAX ||
+		    sp->max_attempts < 1 || sp->timeout_s < 1) {
+			rc = -EINVAL;
+			goto out;
+		}
+		uuid_generate_random(uu);
+		uuid_unparse_lower(uu, out[i].id);
+		if (!cJSON_AddStringToObject(o, "id", out[i].id) ||
+		    !cJSON_AddStringToObject(o, "type", sp->type) ||
+		    !cJSON_AddItemToObject(o, "payload", cJSON_CreateRaw(sp->payload)) ||
+		    !cJSON_AddStringToObject(o, "queue", sp->queue ? sp->queue : "default") ||
+		    !cJSON_AddNumberToObject(o, "priority", sp->priority) ||
+		    !cJSON_AddNumberToObject(o, "max_attempts", sp->max_attempts) ||
+		    !cJSON_AddNumberToObject(o, "timeout_s", sp->timeout_s))
+			goto out;
+		if (sp->has_delay &&
+		    !cJSON_AddNumberToObject(o, "delay_ms", (double)sp->delay_ms))
+			goto out;
+		if (!sp->has_delay && sp->has_run_at &&
+		    !cJSON_AddNumberToObject(o, "run_at_ms", (double)sp->run_at_ms))
+			goto out;
+	}
+	text = cJSON_PrintUnformatted(arr);
+	if (!text)
+		goto out;
+	params[0] = text;
+	res = store_exec(s, ST_INSERT_MANY, 1, params, &rc);
+	if (!res)
+		goto out;
+	if ((size_t)PQntuples(res) != n) {
+		rc = -EIO;
+		goto out;
+	}
+	for (int row = 0; row < (int)n; row++) {
+		const char *id = PQgetvalue(res, row, 0);
+		size_t i = (size_t)row;
+
+		/* rows come back in the order they went in; look when not */
+		if (strcmp(out[i].id, id) != 0)
+			for (i = 0; i < n && strcmp(out[i].id, id) != 0; i++)
+				;
+		if (i == n) {
+			rc = -EIO;
+			goto out;
+		}
+		out[i].pending = strcmp(PQgetvalue(res, row, 1), "pending") == 0;
+		snprintf(out[i].created_at, sizeof(out[i].created_at), "%s",
+			 PQgetvalue(res, row, 2));
+		snprintf(out[i].run_at, sizeof(out[i].run_at), "%s", PQgetvalue(res, row, 3));
+	}
+	rc = 0;
+out:
+	PQclear(res);
+	cJSON_free(text);
+	cJSON_Delete(arr);
+	return rc;
+}
+
+int tq_store_claim_many(struct tq_store *s, char (*ids)[37], size_t n, int lease_s,
+			struct tq_claim *out, size_t *nclaimed)
+{
+	struct textbuf arr = {0};
+	const char *params[2];
+	char lease[16];
+	PGresult *res = NULL;
+	int rc, rows;
+
+	*nclaimed = 0;
+	for (size_t i = 0; i < n; i++) {
+		char uid[37];
+
+		if (!norm_uuid(ids[i], uid))
+			continue;
+		tb_puts(&arr, arr.len ? "," : "{");
+		tb_puts(&arr, uid);
+	}
+	if (!arr.len)
+		return 0;
+	tb_puts(&arr, "}");
+	if (arr.failed) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	snprintf(lease, sizeof(lease), "%d", lease_s > 0 ? lease_s : 1);
+	params[0] = arr.p;
+	params[1] = lease;
+	res = store_exec(s, ST_CLAIM_MANY, 2, params, &rc);
+	if (!res)
+		goto out;
+	rows = PQntuples(res);
+	for (int i = 0; i < rows && (size_t)i < n; i++) {
+		struct tq_claim *c = &out[*nclaimed];
+		long attempt, max_attempts, timeout_s;
+
+		memset(c, 0, sizeof(*c));
+		if (int_value(res, i, 4, &attempt) < 0 || int_value(res, i, 5, &max_attempts) < 0 ||
+		    int_value(res, i, 6, &timeout_s) < 0)
+			continue;
+		snprintf(c->id, sizeof(c->id), "%s", PQgetvalue(res, i, 0));
+		c->type = dup_value(res, i, 1);
+		c->payload = dup_value(res, i, 2);
+		c->queue = dup_value(res, i, 3);
+		c->attempt = (int)attempt;
+		c->max_attempts = (int)max_attempts;
+		c->timeout_s = (int)timeout_s;
+		if (!c->type || !c->payload || !c->queue) {
+			/* claimed but not runnable here: its lease lapses and the
+			 * rescuer retries it */
+			tq_claim_free(c);
+			continue;
+		}
+		(*nclaimed)++;
+	}
+	rc = 0;
+out:
+	PQclear(res);
+	tb_free(&arr);
+	return rc;
+}
+
+int tq_store_complete_many(struct tq_store *s, const struct tq_done *done, size_t n,
+			   bool *written)
+{
+	cJSON *arr = cJSON_CreateArray();
+	const char *params[1];
+	PGresult *res = NULL;
+	char *text = NULL;
+	int rc = -ENOMEM, rows;
+
+	if (!arr)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		cJSON *o = cJSON_CreateObject();
+
+		written[i] = false;
+		if (!o || !cJSON_AddItemToArray(arr, o) ||
+		    !cJSON_AddStringToObject(o, "id", done[i].id) ||
+		    !cJSON_AddNumberToObject(o, "attempt", done[i].attempt) ||
+		    !cJSON_AddItemToObject(o, "result", done[i].result
+							       ? cJSON_CreateRaw(done[i].result)
+							       : cJSON_CreateNull()))
+			goto out;
+	}
+	text = cJSON_PrintUnformatted(arr);
+	if (!text)
+		goto out;
+	params[0] = text;
+	res = store_exec(s, ST_COMPLETE_MANY, 1, params, &rc);
+	if (!res)
+		goto out;
+	rows = PQntuples(res);
+	for (int row = 0; row < rows; row++) {
+		const char *id = PQgetvalue(res, row, 0);
+		size_t i = (size_t)row;
+
+		if (i >= n || strcmp(done[i].id, id) != 0)
+			for (i = 0; i < n && strcmp(done[i].id, id) != 0; i++)
+				;
+		if (i < n)
+			written[i] = true;
+	}
+	rc = rows;
+out:
+	PQclear(res);
+	cJSON_free(text);
+	cJSON_Delete(arr);
 	return rc;
 }

@@ -144,4 +144,38 @@ int tq_store_cancel(struct tq_store *store, const char *id, char **job_json);
 int tq_store_release(struct tq_store *store, const char *id, int attempt,
 		     tq_store_ready_fn cb, void *arg);
 
+/* --- the hot path in batches ---------------------------------------- */
+
+/* What the store says of a job it inserted. */
+struct tq_inserted {
+	char id[37];
+	bool pending;        /* else scheduled */
+	char created_at[32]; /* RFC 3339 UTC, the database's clock */
+	char run_at[32];
+};
+
+/* Insert n validated, resolved specs in one statement and one
+ * transaction: all or nothing.  0 with out[i] filled, or an error. */
+int tq_store_insert_many(struct tq_store *store, const struct tq_job_spec *specs,
+			 size_t n, struct tq_inserted *out);
+
+/* Claim the pending jobs among n ids in one statement (asynchronous
+ * commit: a claim lost in a crash costs a re-run).  out has room for n;
+ * *nclaimed of them are filled (free each with tq_claim_free()). */
+int tq_store_claim_many(struct tq_store *store, char (*ids)[37], size_t n,
+			int lease_s, struct tq_claim *out, size_t *nclaimed);
+
+/* One completed attempt. */
+struct tq_done {
+	const char *id;
+	int attempt;
+	const char *result; /* JSON text or NULL */
+};
+
+/* running(attempt) -> completed for n attempts in one statement;
+ * written[i] tells which were (the others were fenced out).  Returns how
+ * many were written, or an error (then none was). */
+int tq_store_complete_many(struct tq_store *store, const struct tq_done *done,
+			   size_t n, bool *written);
+
 #endif

@@ -1,5 +1,15 @@
 /*
  * worker.c - the worker pool (see worker.h).
+ *
+ * Threads and what they own:
+ *  - the fetcher: one Redis connection; takes as many ids as there are
+ *    idle workers, claims them in one statement, queues the claims;
+ *  - workers.count workers: run a claim's handler, hand a completion to
+ *    the completer, write a failure themselves;
+ *  - the completer: writes completions in batches, one statement each;
+ *  - the heartbeat: renews the leases of running attempts.
+ * The pool lock guards the run queue, the completion queue, the idle
+ * count and each worker's current job.
  */
 #include "worker.h"
 
@@ -26,14 +36,25 @@
 #define POP_TIMEOUT_S 30
 #define OUTCOME_RETRY_MS 250
 #define STORE_RETRY_MS 500
+#define FETCH_MAX 128
+#define COMPLETE_BATCH_MAX 256
 
 struct worker {
 	struct tq_workers *pool;
 	pthread_t thread;
 	bool started;
-	struct tq_queue *q;
 	uint64_t rng;
 	struct taskq_job *current; /* guarded by pool->lock */
+};
+
+/* A completed attempt waiting for the completer. */
+struct done_item {
+	char id[37];
+	char *type;
+	char *result;
+	int attempt;
+	long long duration_ms;
+	int64_t give_up_ms; /* stop retrying the write after this (lease) */
 };
 
 struct tq_workers {
@@ -45,11 +66,25 @@ struct tq_workers {
 	atomic_bool stopping;
 
 	pthread_mutex_t lock;
-	pthread_cond_t exited; /* a worker exited; also wakes the heartbeat */
+	pthread_cond_t exited;   /* a worker exited; also wakes the heartbeat */
+	pthread_cond_t runnable; /* a claim was queued, or stopping */
+	pthread_cond_t idle_cv;  /* a worker became idle */
+	pthread_cond_t done_cv;  /* a completion was queued */
 	int alive;
 
-	pthread_t heartbeat;
-	bool heartbeat_started;
+	/* claims waiting for a worker: a ring of n */
+	struct tq_claim *runq;
+	size_t runq_head, runq_len;
+	int idle; /* workers not running anything and not promised a claim */
+
+	/* completions waiting for the completer */
+	struct done_item *doneq;
+	size_t doneq_len, doneq_cap;
+	bool completer_stop;
+
+	struct tq_queue *fetch_q;
+	pthread_t fetcher, completer, heartbeat;
+	bool fetcher_started, completer_started, heartbeat_started;
 	bool heartbeat_stop; /* under lock: set once no attempt runs any more */
 
 	int n;
@@ -63,37 +98,138 @@ static void sleep_ms(int ms)
 	nanosleep(&ts, NULL);
 }
 
-enum write_kind { WRITE_COMPLETE, WRITE_RETRY, WRITE_FAIL };
+/* --- outcomes ------------------------------------------------------------- */
+
+enum write_kind { WRITE_RETRY, WRITE_FAIL };
 
 /*
- * Write the outcome.  While PostgreSQL is unreachable keep trying until the
+ * Write a failure.  While PostgreSQL is unreachable keep trying until the
  * lease would have expired: past it the job runs again elsewhere, which the
  * delivery contract allows; an outcome written then would be fenced out
  * anyway.
  */
-static int write_outcome(struct worker *w, const struct tq_claim *c, enum write_kind kind,
-			 const char *result, int64_t delay_ms, const char *error)
+static int write_failure(struct tq_workers *pool, const struct tq_claim *c,
+			 enum write_kind kind, int64_t delay_ms, const char *error)
 {
-	int64_t give_up = tq_now_ms() + (int64_t)w->pool->cfg->lease_s * 1000;
+	int64_t give_up = tq_now_ms() + (int64_t)pool->cfg->lease_s * 1000;
 	int r;
 
 	for (;;) {
-		switch (kind) {
-		case WRITE_COMPLETE:
-			r = tq_store_complete(w->pool->store, c->id, c->attempt, result);
-			break;
-		case WRITE_RETRY:
-			r = tq_store_retry(w->pool->store, c->id, c->attempt, delay_ms, error);
-			break;
-		default:
-			r = tq_store_fail(w->pool->store, c->id, c->attempt, error);
-			break;
-		}
-		if (r != -EAGAIN || tq_now_ms() >= give_up)
+		if (kind == WRITE_RETRY)
+			r = tq_store_retry(pool->store, c->id, c->attempt, delay_ms, error);
+		else
+			r = tq_store_fail(pool->store, c->id, c->attempt, error);
+		if (r != -EAGAIN || tq_now_ms() >= give_up || atomic_load(&pool->stopping))
 			return r;
 		sleep_ms(OUTCOME_RETRY_MS);
 	}
 }
+
+/* Queue a completion for the completer; takes over type and result. */
+static int queue_done(struct tq_workers *pool, const struct tq_claim *c, char *result,
+		      long long duration_ms)
+{
+	struct done_item *d;
+	char *type = strdup(c->type);
+
+	if (!type) {
+		free(result);
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(&pool->lock);
+	if (pool->doneq_len == pool->doneq_cap) {
+		size_t cap = pool->doneq_cap ? pool->doneq_cap * 2 : 64;
+		struct done_item *grown = realloc(pool->doneq, cap * sizeof(*grown));
+
+		if (!grown) {
+			pthread_mutex_unlock(&pool->lock);
+			free(type);
+			free(result);
+			return -ENOMEM;
+		}
+		pool->doneq = grown;
+		pool->doneq_cap = cap;
+	}
+	d = &pool->doneq[pool->doneq_len++];
+	memcpy(d->id, c->id, sizeof(d->id));
+	d->type = type;
+	d->result = result;
+	d->attempt = c->attempt;
+	d->duration_ms = duration_ms;
+	d->give_up_ms = tq_now_ms() + (int64_t)pool->cfg->lease_s * 1000;
+	pthread_cond_signal(&pool->done_cv);
+	pthread_mutex_unlock(&pool->lock);
+	return 0;
+}
+
+static void *completer_main(void *arg)
+{
+	struct tq_workers *pool = arg;
+	struct done_item *batch = calloc(COMPLETE_BATCH_MAX, sizeof(*batch));
+	struct tq_done *done = calloc(COMPLETE_BATCH_MAX, sizeof(*done));
+	bool *written = calloc(COMPLETE_BATCH_MAX, sizeof(*written));
+
+	pthread_mutex_lock(&pool->lock);
+	for (;;) {
+		size_t n;
+		int r;
+
+		while (pool->doneq_len == 0 && !pool->completer_stop)
+			pthread_cond_wait(&pool->done_cv, &pool->lock);
+		if (pool->doneq_len == 0)
+			break;
+		n = pool->doneq_len < COMPLETE_BATCH_MAX ? pool->doneq_len : COMPLETE_BATCH_MAX;
+		if (batch)
+			memcpy(batch, pool->doneq, n * sizeof(*batch));
+		memmove(pool->doneq, pool->doneq + n,
+			(pool->doneq_len - n) * sizeof(*pool->doneq));
+		pool->doneq_len -= n;
+		pthread_mutex_unlock(&pool->lock);
+
+		if (!batch || !done || !written) {
+			tq_error("completer: out of memory; completions lost, the jobs run again");
+			pthread_mutex_lock(&pool->lock);
+			continue;
+		}
+		for (size_t i = 0; i < n; i++)
+			done[i] = (struct tq_done){.id = batch[i].id, .attempt = batch[i].attempt,
+						   .result = batch[i].result};
+		for (;;) {
+			r = tq_store_complete_many(pool->store, done, n, written);
+			if (r != -EAGAIN || tq_now_ms() >= batch[0].give_up_ms)
+				break;
+			sleep_ms(OUTCOME_RETRY_MS);
+		}
+		for (size_t i = 0; i < n; i++) {
+			struct tq_log_fields lf = TQ_LOG_FIELDS_INIT;
+
+			lf.job_id = batch[i].id;
+			lf.type = batch[i].type;
+			lf.attempt = batch[i].attempt;
+			lf.duration_ms = batch[i].duration_ms;
+			lf.status = "completed";
+			if (r < 0)
+				tq_logf(TQ_LOG_ERROR, &lf,
+					"cannot record the outcome (%s); the job runs again after its lease",
+					strerror(-r));
+			else if (!written[i])
+				tq_logf(TQ_LOG_WARN, &lf,
+					"outcome rejected: the job moved on (lease lost)");
+			else
+				tq_logf(TQ_LOG_INFO, &lf, "job completed");
+			free(batch[i].type);
+			free(batch[i].result);
+		}
+		pthread_mutex_lock(&pool->lock);
+	}
+	pthread_mutex_unlock(&pool->lock);
+	free(batch);
+	free(done);
+	free(written);
+	return NULL;
+}
+
+/* --- running one attempt ---------------------------------------------------- */
 
 static void run_claimed(struct worker *w, const struct tq_claim *c)
 {
@@ -148,9 +284,14 @@ static void run_claimed(struct worker *w, const struct tq_claim *c)
 	lf.duration_ms = tq_now_ms() - start;
 
 	if (outcome == TASKQ_DONE) {
-		kind = WRITE_COMPLETE;
-		status = "completed";
-	} else if (outcome == TASKQ_RETRY && c->attempt < c->max_attempts) {
+		/* the completer writes it, batched with others */
+		r = queue_done(pool, c, job.result, lf.duration_ms);
+		job.result = NULL;
+		if (r)
+			tq_logf(TQ_LOG_ERROR, &lf, "cannot record the outcome: out of memory");
+		goto out;
+	}
+	if (outcome == TASKQ_RETRY && c->attempt < c->max_attempts) {
 		kind = WRITE_RETRY;
 		status = "scheduled";
 		delay_ms = job.has_retry_after
@@ -161,20 +302,18 @@ static void run_claimed(struct worker *w, const struct tq_claim *c)
 		kind = WRITE_FAIL;
 		status = "failed";
 	}
-	if (atomic_load(&job.cancelled) == TQ_CANCEL_REQUESTED && kind != WRITE_COMPLETE) {
+	if (atomic_load(&job.cancelled) == TQ_CANCEL_REQUESTED) {
 		/* the store ends it cancelled, whatever the handler said */
 		status = "cancelled";
 		if (!error)
 			error = "cancelled";
 	}
-	r = write_outcome(w, c, kind, job.result, delay_ms, error);
+	r = write_failure(pool, c, kind, delay_ms, error);
 	lf.status = status;
 	if (r == 0) {
 		if (kind == WRITE_RETRY)
 			tq_scheduler_notify(pool->sched, delay_ms);
-		if (kind == WRITE_COMPLETE)
-			tq_logf(TQ_LOG_INFO, &lf, "job completed");
-		else if (strcmp(status, "cancelled") == 0)
+		if (strcmp(status, "cancelled") == 0)
 			tq_logf(TQ_LOG_INFO, &lf, "job cancelled");
 		else
 			tq_logf(TQ_LOG_WARN, &lf, "job attempt failed: %s%s", error,
@@ -186,6 +325,7 @@ static void run_claimed(struct worker *w, const struct tq_claim *c)
 			"cannot record the outcome (%s); the job runs again after its lease",
 			strerror(-r));
 	}
+out:
 	tq_job_clear(&job);
 	tq_registry_release(reg);
 }
@@ -319,41 +459,92 @@ static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct tq_workers *pool = w->pool;
-	const char *const *queues = (const char *const *)pool->cfg->queues;
-	char id[37];
-
-	while (!atomic_load(&pool->stopping)) {
-		struct tq_claim c;
-		int r = tq_queue_pop(w->q, queues, POP_TIMEOUT_S, id);
-
-		if (r == -ETIMEDOUT || r == -EINTR)
-			continue;
-		if (r) {
-			/* Redis is down (logged by the queue): wait for it. */
-			sleep_ms(STORE_RETRY_MS);
-			continue;
-		}
-		memset(&c, 0, sizeof(c));
-		r = tq_store_claim(pool->store, id, pool->cfg->lease_s, &c);
-		if (r == -ENOENT) {
-			/* claimed elsewhere, cancelled, or a stale id: nothing to do */
-			continue;
-		}
-		if (r) {
-			/* Not claimed: the job stays pending for the reconciler. */
-			sleep_ms(STORE_RETRY_MS);
-			continue;
-		}
-		run_claimed(w, &c);
-		tq_claim_free(&c);
-	}
 
 	pthread_mutex_lock(&pool->lock);
+	for (;;) {
+		struct tq_claim c;
+
+		while (pool->runq_len == 0 && !atomic_load(&pool->stopping))
+			pthread_cond_wait(&pool->runnable, &pool->lock);
+		if (atomic_load(&pool->stopping))
+			break;
+		c = pool->runq[pool->runq_head];
+		pool->runq_head = (pool->runq_head + 1) % (size_t)pool->n;
+		pool->runq_len--;
+		pthread_mutex_unlock(&pool->lock);
+
+		run_claimed(w, &c);
+		tq_claim_free(&c);
+
+		pthread_mutex_lock(&pool->lock);
+		pool->idle++;
+		pthread_cond_signal(&pool->idle_cv);
+	}
 	pool->alive--;
 	pthread_cond_broadcast(&pool->exited);
 	pthread_mutex_unlock(&pool->lock);
 	return NULL;
 }
+
+/* --- the fetcher ------------------------------------------------------------ */
+
+static void *fetcher_main(void *arg)
+{
+	struct tq_workers *pool = arg;
+	const char *const *queues = (const char *const *)pool->cfg->queues;
+	char (*ids)[37] = calloc(FETCH_MAX, sizeof(*ids));
+	struct tq_claim *claims = calloc(FETCH_MAX, sizeof(*claims));
+
+	if (!ids || !claims) {
+		tq_error("fetcher: out of memory; this node takes no jobs");
+		goto out;
+	}
+	while (!atomic_load(&pool->stopping)) {
+		size_t want, n = 0, claimed = 0;
+		int r;
+
+		pthread_mutex_lock(&pool->lock);
+		while (pool->idle == 0 && !atomic_load(&pool->stopping))
+			pthread_cond_wait(&pool->idle_cv, &pool->lock);
+		want = (size_t)pool->idle < FETCH_MAX ? (size_t)pool->idle : FETCH_MAX;
+		pthread_mutex_unlock(&pool->lock);
+		if (atomic_load(&pool->stopping))
+			break;
+
+		r = tq_queue_pop_many(pool->fetch_q, queues, want, POP_TIMEOUT_S, ids, &n);
+		if (r == -ETIMEDOUT || r == -EINTR)
+			continue;
+		if (r || n == 0) {
+			/* Redis is down (logged by the queue): wait for it */
+			sleep_ms(STORE_RETRY_MS);
+			continue;
+		}
+		r = tq_store_claim_many(pool->store, ids, n, pool->cfg->lease_s, claims, &claimed);
+		if (r) {
+			/* not claimed: the jobs stay pending for the reconciler */
+			sleep_ms(STORE_RETRY_MS);
+			continue;
+		}
+		/* ids not claimed were taken elsewhere, cancelled or stale */
+		pthread_mutex_lock(&pool->lock);
+		for (size_t i = 0; i < claimed; i++) {
+			size_t tail = (pool->runq_head + pool->runq_len) % (size_t)pool->n;
+
+			pool->runq[tail] = claims[i];
+			pool->runq_len++;
+			pool->idle--;
+		}
+		if (claimed)
+			pthread_cond_broadcast(&pool->runnable);
+		pthread_mutex_unlock(&pool->lock);
+	}
+out:
+	free(ids);
+	free(claims);
+	return NULL;
+}
+
+/* --- start and stop ---------------------------------------------------------- */
 
 int tq_workers_start(struct tq_workers **out, const struct tq_config *cfg,
 		     struct tq_store *store, struct tq_plugins *plugins,
@@ -374,7 +565,10 @@ int tq_workers_start(struct tq_workers **out, const struct tq_config *cfg,
 	pool->dispatch = dispatch;
 	pool->n = cfg->workers;
 	pool->w = calloc((size_t)pool->n, sizeof(*pool->w));
-	if (!pool->w) {
+	pool->runq = calloc((size_t)pool->n, sizeof(*pool->runq));
+	if (!pool->w || !pool->runq) {
+		free(pool->w);
+		free(pool->runq);
 		free(pool);
 		return -ENOMEM;
 	}
@@ -383,44 +577,56 @@ int tq_workers_start(struct tq_workers **out, const struct tq_config *cfg,
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
 	pthread_cond_init(&pool->exited, &attr);
 	pthread_condattr_destroy(&attr);
+	pthread_cond_init(&pool->runnable, NULL);
+	pthread_cond_init(&pool->idle_cv, NULL);
+	pthread_cond_init(&pool->done_cv, NULL);
 
+	r = tq_queue_open(&pool->fetch_q, cfg->redis_url, cfg->redis_prefix, err, sizeof(err));
+	if (r) {
+		tq_error("cannot start the fetcher: %s", err);
+		goto fail;
+	}
 	for (int i = 0; i < pool->n; i++) {
 		struct worker *w = &pool->w[i];
 
 		w->pool = pool;
 		w->rng = ((uint64_t)getpid() << 32) ^ (uint64_t)tq_now_ms() ^
 			 ((uint64_t)(i + 1) * 0x9e3779b97f4a7c15ULL);
-		r = tq_queue_open(&w->q, cfg->redis_url, cfg->redis_prefix, err, sizeof(err));
-		if (r) {
-			tq_error("cannot start worker %d: %s", i, err);
-			break;
-		}
 		pthread_mutex_lock(&pool->lock);
 		pool->alive++;
+		pool->idle++;
 		pthread_mutex_unlock(&pool->lock);
 		r = -pthread_create(&w->thread, NULL, worker_main, w);
 		if (r) {
 			pthread_mutex_lock(&pool->lock);
 			pool->alive--;
+			pool->idle--;
 			pthread_mutex_unlock(&pool->lock);
 			tq_error("cannot start worker %d: %s", i, strerror(-r));
-			break;
+			goto fail;
 		}
 		w->started = true;
 	}
+	r = -pthread_create(&pool->completer, NULL, completer_main, pool);
+	pool->completer_started = r == 0;
 	if (r == 0) {
 		r = -pthread_create(&pool->heartbeat, NULL, heartbeat_main, pool);
-		if (r)
-			tq_error("cannot start the heartbeat: %s", strerror(-r));
 		pool->heartbeat_started = r == 0;
 	}
+	if (r == 0) {
+		r = -pthread_create(&pool->fetcher, NULL, fetcher_main, pool);
+		pool->fetcher_started = r == 0;
+	}
 	if (r) {
-		tq_workers_stop(pool, 0);
-		return r;
+		tq_error("cannot start the worker pool: %s", strerror(-r));
+		goto fail;
 	}
 	tq_info("started %d workers on queues of %s", pool->n, cfg->queues[0]);
 	*out = pool;
 	return 0;
+fail:
+	tq_workers_stop(pool, 0);
+	return r ? r : -ENOMEM;
 }
 
 static void on_released(void *arg, const char *queue, int priority, const char *id)
@@ -431,6 +637,19 @@ static void on_released(void *arg, const char *queue, int priority, const char *
 		tq_dispatch_push(pool->dispatch, queue, priority, id);
 }
 
+/* Hand an attempt back (pending again at once, dispatched); lock held. */
+static void hand_back(struct tq_workers *pool, const char *id, const char *type,
+		      int attempt, const char *what)
+{
+	struct tq_log_fields lf = TQ_LOG_FIELDS_INIT;
+
+	lf.job_id = id;
+	lf.type = type;
+	lf.attempt = attempt;
+	if (tq_store_release(pool->store, id, attempt, on_released, pool) == 0)
+		tq_logf(TQ_LOG_WARN, &lf, "%s; handed back", what);
+}
+
 int tq_workers_stop(struct tq_workers *pool, int grace_s)
 {
 	struct timespec deadline;
@@ -438,14 +657,30 @@ int tq_workers_stop(struct tq_workers *pool, int grace_s)
 
 	if (!pool)
 		return 0;
+	pthread_mutex_lock(&pool->lock);
 	atomic_store(&pool->stopping, true);
-	for (int i = 0; i < pool->n; i++)
-		if (pool->w[i].q)
-			tq_queue_interrupt(pool->w[i].q);
+	pthread_cond_broadcast(&pool->idle_cv);
+	pthread_mutex_unlock(&pool->lock);
+	if (pool->fetch_q)
+		tq_queue_interrupt(pool->fetch_q);
+	if (pool->fetcher_started)
+		pthread_join(pool->fetcher, NULL);
+
+	pthread_mutex_lock(&pool->lock);
+	pthread_cond_broadcast(&pool->runnable);
+	pthread_cond_broadcast(&pool->idle_cv);
+	/* claimed but not started: hand them back now rather than start them */
+	while (pool->runq_len) {
+		struct tq_claim *c = &pool->runq[pool->runq_head];
+
+		hand_back(pool, c->id, c->type, c->attempt, "claimed but not started at shutdown");
+		tq_claim_free(c);
+		pool->runq_head = (pool->runq_head + 1) % (size_t)pool->n;
+		pool->runq_len--;
+	}
 
 	clock_gettime(CLOCK_MONOTONIC, &deadline);
 	deadline.tv_sec += grace_s;
-	pthread_mutex_lock(&pool->lock);
 	while (pool->alive > 0 &&
 	       pthread_cond_timedwait(&pool->exited, &pool->lock, &deadline) != ETIMEDOUT)
 		;
@@ -458,34 +693,43 @@ int tq_workers_stop(struct tq_workers *pool, int grace_s)
 		 * is fenced out. */
 		for (int i = 0; i < pool->n; i++) {
 			struct taskq_job *job = pool->w[i].current;
-			struct tq_log_fields lf = TQ_LOG_FIELDS_INIT;
 
 			if (!job)
 				continue;
 			atomic_store(&job->cancelled, TQ_CANCEL_SHUTDOWN);
-			lf.job_id = job->id;
-			lf.type = job->type;
-			lf.attempt = job->attempt;
-			if (tq_store_release(pool->store, job->id, job->attempt, on_released,
-					     pool) == 0)
-				tq_logf(TQ_LOG_WARN, &lf, "still running at the shutdown deadline; handed back");
+			hand_back(pool, job->id, job->type, job->attempt,
+				  "still running at the shutdown deadline");
 			abandoned++;
 		}
+		/* what finished before the deadline is still written */
+		pool->completer_stop = true;
+		pthread_cond_broadcast(&pool->done_cv);
 		pthread_mutex_unlock(&pool->lock);
+		if (pool->completer_started)
+			pthread_join(pool->completer, NULL);
 		/* Threads still running own their memory: leave it. */
 		return abandoned ? abandoned : pool->alive;
 	}
+	/* every worker is done: let the completer write what they finished */
+	pool->completer_stop = true;
+	pthread_cond_broadcast(&pool->done_cv);
 	pthread_mutex_unlock(&pool->lock);
-	if (pool->heartbeat_started)
-		pthread_join(pool->heartbeat, NULL);
 
-	for (int i = 0; i < pool->n; i++) {
+	for (int i = 0; i < pool->n; i++)
 		if (pool->w[i].started)
 			pthread_join(pool->w[i].thread, NULL);
-		tq_queue_close(pool->w[i].q);
-	}
+	if (pool->completer_started)
+		pthread_join(pool->completer, NULL);
+	if (pool->heartbeat_started)
+		pthread_join(pool->heartbeat, NULL);
+	tq_queue_close(pool->fetch_q);
 	pthread_cond_destroy(&pool->exited);
+	pthread_cond_destroy(&pool->runnable);
+	pthread_cond_destroy(&pool->idle_cv);
+	pthread_cond_destroy(&pool->done_cv);
 	pthread_mutex_destroy(&pool->lock);
+	free(pool->doneq);
+	free(pool->runq);
 	free(pool->w);
 	free(pool);
 	return 0;

@@ -1627,3 +1627,9 @@ struct th_daemon *th_daemon_start_peer(const struct th_daemon *peer,
 			 d->status);
 	return d;
 }
+
+void th_db_reset(void)
+{
+	if (th.db)
+		PQreset(th.db);
+}

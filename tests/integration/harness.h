@@ -254,4 +254,8 @@ int th_servers(const char *arg1, const char *arg2);
  * th_pg_stop(). */
 void th_pg_stop_mode(const char *mode);
 
+/* Reconnect the harness's own database connection (it breaks when
+ * PostgreSQL restarts under it; th_case_setup() uses it). */
+void th_db_reset(void);
+
 #endif

@@ -11,10 +11,19 @@
  * is declared here; a plugin never links against symbols of the daemon, so a
  * plugin built out of tree works with every daemon of the same major ABI.
  *
- * Build a plugin:
+ * Build a plugin (the pkg-config flags include -fvisibility=hidden):
  *
- *     cc -shared -fPIC -fvisibility=hidden $(pkg-config --cflags taskq-plugin) \
- *        my.c -o my.so
+ *     cc -shared -fPIC $(pkg-config --cflags taskq-plugin) my.c -o my.so
+ *
+ * or with CMake:
+ *
+ *     find_package(TaskQPlugin REQUIRED)
+ *     taskq_add_plugin(my my.c)     # my.so, hidden visibility
+ *
+ * The guide is PLUGINS.md (docs/ of TaskQ, or /usr/share/doc/taskq-dev/);
+ * a complete plugin to copy, with a Makefile, a CMakeLists.txt and a test
+ * that runs its handler without a daemon, is sdk/examples/template (or
+ * /usr/share/doc/taskq-dev/examples/template).
  *
  * Minimal plugin:
  *
