@@ -172,8 +172,12 @@ struct taskq_host {
 
 	/* Read a setting of the plugin's own configuration block (the group
 	 * named after the plugin under "plugin" in taskq.conf).  cfg may be
-	 * NULL (no block): every lookup then returns TASKQ_ENOENT.  Strings are
-	 * borrowed for the life of the plugin.  Since 1.0. */
+	 * NULL (no block): every lookup then returns TASKQ_ENOENT.  name is a
+	 * path below the block: "timeout_s", "smtp.host" (a nested group),
+	 * "allow_hosts.[0]" (an element of a list or array), so lists and
+	 * groups are read element by element.  cfg and every string read
+	 * through it stay valid for the life of the plugin (until fini()).
+	 * Since 1.0. */
 	int (*config_string)(const struct taskq_config *cfg, const char *name,
 			     const char **out);
 	int (*config_int)(const struct taskq_config *cfg, const char *name,
