@@ -254,10 +254,11 @@ static void test_reconcile_old_pending(void **state)
 	char old[37], fresh[37];
 
 	(void)state;
-	value("UPDATE jobs SET status = 'completed' WHERE status = 'pending'", NULL);
+	free(value("UPDATE jobs SET status = 'completed' WHERE status = 'pending'", NULL));
 	submit(old, 3);
 	submit(fresh, 3);
-	value("UPDATE jobs SET updated_at = now() - interval '1 hour' WHERE id = $1::uuid", old);
+	free(value("UPDATE jobs SET updated_at = now() - interval '1 hour' WHERE id = $1::uuid",
+		   old));
 	assert_int_equal(tq_store_reconcile(store, 60, 100, on_ready, &s), 1);
 	assert_string_equal(s.ids[0], old);
 	/* handed again: not again before the threshold passes */
