@@ -179,7 +179,7 @@ static const struct stmt stmts[ST_COUNT] = {
 		"SELECT id FROM jobs WHERE status = 'scheduled' AND run_at <= now() "
 		"ORDER BY run_at LIMIT $1::int FOR UPDATE SKIP LOCKED) "
 		"RETURNING queue, priority, id::text"},
-	/* min(run_at) over the partial index jobs_active_idx */
+	/* min(run_at) over the partial index jobs_scheduled_idx */
 	[ST_NEXT_DUE] = {"tq_next_due",
 		"SELECT greatest(0, ceil(extract(epoch FROM (t.m - now())) "
 		"* 1000))::bigint FROM (SELECT min(run_at) AS m FROM jobs "

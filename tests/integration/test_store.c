@@ -969,7 +969,7 @@ static void test_next_due_uses_index(void **state)
 {
 	static const char scans[] =
 		"SELECT idx_scan FROM pg_stat_user_indexes "
-		"WHERE indexrelname = 'jobs_active_idx'";
+		"WHERE indexrelname = 'jobs_scheduled_idx'";
 	char err[256] = "";
 	long long before;
 	int64_t ms = -1;
