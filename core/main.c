@@ -30,7 +30,7 @@
 #define DEFAULT_CONFIG "/etc/taskq/taskq.conf"
 #define DISPATCH_BUFFER 65536
 /* Group commit of submissions: committer threads, largest batch. */
-#define SUBMIT_COMMITTERS 2
+#define SUBMIT_COMMITTERS 1
 #define SUBMIT_BATCH_MAX 256
 
 enum { EXIT_RUNTIME = 1, EXIT_CONFIG = 2 };

@@ -277,19 +277,23 @@ static const struct stmt stmts[ST_COUNT] = {
 		"ELSE now() END AS run_at) t "
 		"RETURNING id::text, status, " TS("created_at") ", " TS("run_at")},
 	[ST_CLAIM_MANY] = {"tq_claim_many",
-		"UPDATE jobs SET status = 'running', attempts = attempts + 1, "
+		"UPDATE jobs j SET status = 'running', attempts = j.attempts + 1, "
 		"started_at = now(), updated_at = now(), "
 		"lease_expires_at = now() + make_interval(secs => $2::int) "
-		"FROM (SELECT set_config('synchronous_commit', 'off', true)) async "
-		"WHERE id = ANY($1::uuid[]) AND status = 'pending' "
-		"RETURNING id::text, type, payload::text, queue, attempts, "
-		"max_attempts, timeout_s"},
+		"FROM (SELECT set_config('synchronous_commit', 'off', true)) async, "
+		"unnest($1::uuid[]) AS r(id) "
+		"WHERE j.id = r.id AND j.status = 'pending' "
+		"RETURNING j.id::text, j.type, j.payload::text, j.queue, j.attempts, "
+		"j.max_attempts, j.timeout_s"},
 	[ST_COMPLETE_MANY] = {"tq_complete_many",
 		"UPDATE jobs j SET status = 'completed', result = r.result, "
 		"completed_at = now(), updated_at = now(), lease_expires_at = NULL "
 		"FROM json_to_recordset($1::json) AS r(id uuid, attempt int, "
 		"result jsonb) "
-		"WHERE j.id = r.id AND j.status = 'running' "
+		/* "status || ''" keeps the planner off jobs_lease_idx, whose
+		 * dead entries (every job was running once) it would walk:
+		 * one primary-key lookup per row is what this wants */
+		"WHERE j.id = r.id AND (j.status || '') = 'running' "
 		"AND j.attempts = r.attempt "
 		"RETURNING j.id::text"},
 	[ST_RELEASE] = {"tq_release",

@@ -3,13 +3,17 @@
  *
  * Threads and what they own:
  *  - the fetcher: one Redis connection; takes as many ids as there are
- *    idle workers, claims them in one statement, queues the claims;
+ *    free slots (idle workers), claims them in one statement, queues the
+ *    claims.  It never claims ahead of the workers: a claimed job is a
+ *    running one, and one that waited would be taken out of priority
+ *    order;
  *  - workers.count workers: run a claim's handler, hand a completion to
  *    the completer, write a failure themselves;
  *  - the completer: writes completions in batches, one statement each;
  *  - the heartbeat: renews the leases of running attempts.
- * The pool lock guards the run queue, the completion queue, the idle
- * count and each worker's current job.
+ * The pool lock guards the run queue, the completion queue, the free
+ * slots and each worker's current job.  The heartbeat renews the leases
+ * of queued claims as well as running ones.
  */
 #include "worker.h"
 
@@ -68,14 +72,14 @@ struct tq_workers {
 	pthread_mutex_t lock;
 	pthread_cond_t exited;   /* a worker exited; also wakes the heartbeat */
 	pthread_cond_t runnable; /* a claim was queued, or stopping */
-	pthread_cond_t idle_cv;  /* a worker became idle */
+	pthread_cond_t slot_cv;  /* a slot became free */
 	pthread_cond_t done_cv;  /* a completion was queued */
 	int alive;
 
-	/* claims waiting for a worker: a ring of n */
+	/* claims waiting for a worker: a ring of cap = n */
 	struct tq_claim *runq;
-	size_t runq_head, runq_len;
-	int idle; /* workers not running anything and not promised a claim */
+	size_t runq_head, runq_len, runq_cap;
+	int slots; /* n - running - queued: how many more to claim */
 
 	/* completions waiting for the completer */
 	struct done_item *doneq;
@@ -368,11 +372,22 @@ static void on_lease(void *arg, const char *id, bool cancel_requested)
 static void beat_once(struct tq_workers *pool, struct beat *b)
 {
 	struct tq_log_fields lf = TQ_LOG_FIELDS_INIT;
-	char *msgs[pool->n];
+	char *msgs[pool->runq_cap];
 	int r;
 
 	b->n = 0;
 	pthread_mutex_lock(&pool->lock);
+	for (size_t i = 0; i < pool->runq_len; i++) {
+		const struct tq_claim *c = &pool->runq[(pool->runq_head + i) % pool->runq_cap];
+
+		snprintf(b->ids[b->n], sizeof(b->ids[0]), "%s", c->id);
+		b->leases[b->n] = (struct tq_lease){.id = b->ids[b->n], .attempt = c->attempt,
+						    .progress = -1};
+		msgs[b->n] = NULL;
+		b->renewed[b->n] = false;
+		b->cancel[b->n] = false;
+		b->n++;
+	}
 	for (int i = 0; i < pool->n; i++) {
 		struct taskq_job *job = pool->w[i].current;
 		struct tq_lease *l = &b->leases[b->n];
@@ -421,10 +436,10 @@ static void *heartbeat_main(void *arg)
 {
 	struct tq_workers *pool = arg;
 	struct beat b = {
-		.leases = calloc((size_t)pool->n, sizeof(*b.leases)),
-		.ids = calloc((size_t)pool->n, sizeof(*b.ids)),
-		.renewed = calloc((size_t)pool->n, sizeof(*b.renewed)),
-		.cancel = calloc((size_t)pool->n, sizeof(*b.cancel)),
+		.leases = calloc(pool->runq_cap, sizeof(*b.leases)),
+		.ids = calloc(pool->runq_cap, sizeof(*b.ids)),
+		.renewed = calloc(pool->runq_cap, sizeof(*b.renewed)),
+		.cancel = calloc(pool->runq_cap, sizeof(*b.cancel)),
 	};
 	struct timespec next;
 
@@ -469,7 +484,7 @@ static void *worker_main(void *arg)
 		if (atomic_load(&pool->stopping))
 			break;
 		c = pool->runq[pool->runq_head];
-		pool->runq_head = (pool->runq_head + 1) % (size_t)pool->n;
+		pool->runq_head = (pool->runq_head + 1) % pool->runq_cap;
 		pool->runq_len--;
 		pthread_mutex_unlock(&pool->lock);
 
@@ -477,8 +492,8 @@ static void *worker_main(void *arg)
 		tq_claim_free(&c);
 
 		pthread_mutex_lock(&pool->lock);
-		pool->idle++;
-		pthread_cond_signal(&pool->idle_cv);
+		pool->slots++;
+		pthread_cond_signal(&pool->slot_cv);
 	}
 	pool->alive--;
 	pthread_cond_broadcast(&pool->exited);
@@ -504,9 +519,9 @@ static void *fetcher_main(void *arg)
 		int r;
 
 		pthread_mutex_lock(&pool->lock);
-		while (pool->idle == 0 && !atomic_load(&pool->stopping))
-			pthread_cond_wait(&pool->idle_cv, &pool->lock);
-		want = (size_t)pool->idle < FETCH_MAX ? (size_t)pool->idle : FETCH_MAX;
+		while (pool->slots == 0 && !atomic_load(&pool->stopping))
+			pthread_cond_wait(&pool->slot_cv, &pool->lock);
+		want = (size_t)pool->slots < FETCH_MAX ? (size_t)pool->slots : FETCH_MAX;
 		pthread_mutex_unlock(&pool->lock);
 		if (atomic_load(&pool->stopping))
 			break;
@@ -528,11 +543,11 @@ static void *fetcher_main(void *arg)
 		/* ids not claimed were taken elsewhere, cancelled or stale */
 		pthread_mutex_lock(&pool->lock);
 		for (size_t i = 0; i < claimed; i++) {
-			size_t tail = (pool->runq_head + pool->runq_len) % (size_t)pool->n;
+			size_t tail = (pool->runq_head + pool->runq_len) % pool->runq_cap;
 
 			pool->runq[tail] = claims[i];
 			pool->runq_len++;
-			pool->idle--;
+			pool->slots--;
 		}
 		if (claimed)
 			pthread_cond_broadcast(&pool->runnable);
@@ -565,7 +580,8 @@ int tq_workers_start(struct tq_workers **out, const struct tq_config *cfg,
 	pool->dispatch = dispatch;
 	pool->n = cfg->workers;
 	pool->w = calloc((size_t)pool->n, sizeof(*pool->w));
-	pool->runq = calloc((size_t)pool->n, sizeof(*pool->runq));
+	pool->runq_cap = (size_t)pool->n;
+	pool->runq = calloc(pool->runq_cap, sizeof(*pool->runq));
 	if (!pool->w || !pool->runq) {
 		free(pool->w);
 		free(pool->runq);
@@ -578,7 +594,8 @@ int tq_workers_start(struct tq_workers **out, const struct tq_config *cfg,
 	pthread_cond_init(&pool->exited, &attr);
 	pthread_condattr_destroy(&attr);
 	pthread_cond_init(&pool->runnable, NULL);
-	pthread_cond_init(&pool->idle_cv, NULL);
+	pthread_cond_init(&pool->slot_cv, NULL);
+	pool->slots = (int)pool->runq_cap;
 	pthread_cond_init(&pool->done_cv, NULL);
 
 	r = tq_queue_open(&pool->fetch_q, cfg->redis_url, cfg->redis_prefix, err, sizeof(err));
@@ -594,13 +611,11 @@ int tq_workers_start(struct tq_workers **out, const struct tq_config *cfg,
 			 ((uint64_t)(i + 1) * 0x9e3779b97f4a7c15ULL);
 		pthread_mutex_lock(&pool->lock);
 		pool->alive++;
-		pool->idle++;
 		pthread_mutex_unlock(&pool->lock);
 		r = -pthread_create(&w->thread, NULL, worker_main, w);
 		if (r) {
 			pthread_mutex_lock(&pool->lock);
 			pool->alive--;
-			pool->idle--;
 			pthread_mutex_unlock(&pool->lock);
 			tq_error("cannot start worker %d: %s", i, strerror(-r));
 			goto fail;
@@ -659,7 +674,7 @@ int tq_workers_stop(struct tq_workers *pool, int grace_s)
 		return 0;
 	pthread_mutex_lock(&pool->lock);
 	atomic_store(&pool->stopping, true);
-	pthread_cond_broadcast(&pool->idle_cv);
+	pthread_cond_broadcast(&pool->slot_cv);
 	pthread_mutex_unlock(&pool->lock);
 	if (pool->fetch_q)
 		tq_queue_interrupt(pool->fetch_q);
@@ -668,14 +683,14 @@ int tq_workers_stop(struct tq_workers *pool, int grace_s)
 
 	pthread_mutex_lock(&pool->lock);
 	pthread_cond_broadcast(&pool->runnable);
-	pthread_cond_broadcast(&pool->idle_cv);
+	pthread_cond_broadcast(&pool->slot_cv);
 	/* claimed but not started: hand them back now rather than start them */
 	while (pool->runq_len) {
 		struct tq_claim *c = &pool->runq[pool->runq_head];
 
 		hand_back(pool, c->id, c->type, c->attempt, "claimed but not started at shutdown");
 		tq_claim_free(c);
-		pool->runq_head = (pool->runq_head + 1) % (size_t)pool->n;
+		pool->runq_head = (pool->runq_head + 1) % pool->runq_cap;
 		pool->runq_len--;
 	}
 
@@ -725,7 +740,7 @@ int tq_workers_stop(struct tq_workers *pool, int grace_s)
 	tq_queue_close(pool->fetch_q);
 	pthread_cond_destroy(&pool->exited);
 	pthread_cond_destroy(&pool->runnable);
-	pthread_cond_destroy(&pool->idle_cv);
+	pthread_cond_destroy(&pool->slot_cv);
 	pthread_cond_destroy(&pool->done_cv);
 	pthread_mutex_destroy(&pool->lock);
 	free(pool->doneq);
