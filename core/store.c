@@ -255,10 +255,13 @@ static const struct stmt stmts[ST_COUNT] = {
 	/*
 	 * The hot path, in batches.  Rows travel as one JSON array ($1), so
 	 * that one statement (one round trip, one commit) carries them all.
-	 * Claims commit asynchronously (synchronous_commit off for that
-	 * transaction only): a claim lost in a crash costs a re-run, which
-	 * the delivery contract allows; submissions and outcomes wait for the
-	 * disk.
+	 *
+	 * Claims wait for the disk too.  An asynchronous claim lost in a
+	 * PostgreSQL crash would give the re-run the same attempt number as
+	 * the run whose claim was lost, and the fence (status + attempt)
+	 * could no longer tell the two apart (the chaos suite's immediate
+	 * PostgreSQL stop found it).  Claiming asynchronously needs a
+	 * per-claim token in the fence first.
 	 */
 	[ST_INSERT_MANY] = {"tq_insert_many",
 		"INSERT INTO jobs (id, type, payload, status, queue, priority, "
@@ -280,8 +283,7 @@ static const struct stmt stmts[ST_COUNT] = {
 		"UPDATE jobs j SET status = 'running', attempts = j.attempts + 1, "
 		"started_at = now(), updated_at = now(), "
 		"lease_expires_at = now() + make_interval(secs => $2::int) "
-		"FROM (SELECT set_config('synchronous_commit', 'off', true)) async, "
-		"unnest($1::uuid[]) AS r(id) "
+		"FROM unnest($1::uuid[]) AS r(id) "
 		"WHERE j.id = r.id AND j.status = 'pending' "
 		"RETURNING j.id::text, j.type, j.payload::text, j.queue, j.attempts, "
 		"j.max_attempts, j.timeout_s"},

@@ -159,9 +159,9 @@ struct tq_inserted {
 int tq_store_insert_many(struct tq_store *store, const struct tq_job_spec *specs,
 			 size_t n, struct tq_inserted *out);
 
-/* Claim the pending jobs among n ids in one statement (asynchronous
- * commit: a claim lost in a crash costs a re-run).  out has room for n;
- * *nclaimed of them are filled (free each with tq_claim_free()). */
+/* Claim the pending jobs among n ids in one statement and one commit.
+ * out has room for n; *nclaimed of them are filled (free each with
+ * tq_claim_free()). */
 int tq_store_claim_many(struct tq_store *store, char (*ids)[37], size_t n,
 			int lease_s, struct tq_claim *out, size_t *nclaimed);
 
