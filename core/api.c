@@ -41,6 +41,7 @@
 #include "scheduler.h"
 #include "store.h"
 #include "submit.h"
+#include "utf8.h"
 
 /* Idle time after which a connection is closed (seconds). */
 #define API_CONNECTION_TIMEOUT_S 30
@@ -337,46 +338,9 @@ static enum MHD_Result respond_fail(struct MHD_Connection *conn,
 }
 
 /* Length of the valid UTF-8 sequence at p, or 0. */
-static size_t utf8_seq_len(const unsigned char *p)
-{
-	if (p[0] < 0x80)
-		return 1;
-	if (p[0] >= 0xc2 && p[0] <= 0xdf)
-		return (p[1] & 0xc0) == 0x80 ? 2 : 0;
-	if (p[0] >= 0xe0 && p[0] <= 0xef) {
-		if ((p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80)
-			return 0;
-		if ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] > 0x9f))
-			return 0; /* overlong, surrogate */
-		return 3;
-	}
-	if (p[0] >= 0xf0 && p[0] <= 0xf4) {
-		if ((p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80 ||
-		    (p[3] & 0xc0) != 0x80)
-			return 0;
-		if ((p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] > 0x8f))
-			return 0; /* overlong, past U+10FFFF */
-		return 4;
-	}
-	return 0;
-}
 
 /* A plugin's message may be cut mid-character or be any bytes: make it
  * valid UTF-8 before it goes into JSON. */
-static void sanitize_utf8(char *s)
-{
-	unsigned char *p = (unsigned char *)s;
-
-	while (*p) {
-		size_t n = utf8_seq_len(p);
-
-		if (n == 0) {
-			*p++ = '?';
-			continue;
-		}
-		p += n;
-	}
-}
 
 /* --- handlers ----------------------------------------------------------- */
 
@@ -650,7 +614,7 @@ static int prepare_spec(struct tq_api *api, const char *body, size_t len,
 	verr[0] = '\0';
 	if (tq_type_validate(t, spec->payload, verr, sizeof(verr)) != 0) {
 		verr[sizeof(verr) - 1] = '\0';
-		sanitize_utf8(verr);
+		tq_utf8_sanitize(verr);
 		if (verr[0])
 			tq_api_error_set(e, MHD_HTTP_BAD_REQUEST,
 					 TQ_ERR_INVALID_PAYLOAD, "%s", verr);

@@ -18,6 +18,7 @@
 #include <libconfig.h>
 
 #include "job.h"
+#include "utf8.h"
 #include "log.h"
 
 /* Longest line a plugin logs through host->log() (bytes). */
@@ -81,37 +82,6 @@ void tq_job_clear(struct taskq_job *job)
 	pthread_mutex_init(&job->progress_lock, NULL);
 }
 
-/*
- * After a truncating vsnprintf() the text may end inside a multi-byte
- * UTF-8 sequence; cut that partial sequence so the text stays valid for
- * PostgreSQL and JSON.
- */
-static void job_trim_utf8(char *s)
-{
-	size_t len = strlen(s);
-	size_t i = len, cont = 0, need;
-	unsigned char lead;
-
-	while (i > 0 && cont < 3 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) {
-		i--;
-		cont++;
-	}
-	if (i == 0)
-		return;
-	lead = (unsigned char)s[i - 1];
-	if (!(lead & 0x80))
-		return;
-	if (lead >= 0xF0)
-		need = 3;
-	else if (lead >= 0xE0)
-		need = 2;
-	else if (lead >= 0xC0)
-		need = 1;
-	else
-		need = 0;
-	if (need != cont)
-		s[i - 1] = '\0';
-}
 
 /* Format into a malloc'd string of at most max - 1 bytes; NULL on ENOMEM. */
 static char *job_vformat(size_t max, const char *fmt, va_list ap)
@@ -128,7 +98,7 @@ static char *job_vformat(size_t max, const char *fmt, va_list ap)
 	if (n < 0) {
 		buf[0] = '\0';
 	} else if ((size_t)n >= max) {
-		job_trim_utf8(buf);
+		tq_utf8_trim_partial(buf);
 	} else {
 		/* give back what the message did not use */
 		char *shrunk = realloc(buf, (size_t)n + 1);
@@ -163,7 +133,7 @@ static void host_log(struct taskq_job *job, enum taskq_log_level level,
 	if (vsnprintf(msg, sizeof(msg), fmt, ap) < 0)
 		msg[0] = '\0';
 	va_end(ap);
-	job_trim_utf8(msg);
+	tq_utf8_trim_partial(msg);
 
 	if (job) {
 		f.job_id = job->id;
@@ -269,7 +239,7 @@ int tq_job_set_progress(struct taskq_job *job, int percent, const char *message)
 			return TASKQ_ENOMEM;
 		memcpy(copy, message, len);
 		copy[len] = '\0';
-		job_trim_utf8(copy);
+		tq_utf8_trim_partial(copy);
 	}
 	pthread_mutex_lock(&job->progress_lock);
 	free(job->progress_message);

@@ -5,6 +5,7 @@
  * fix its request from the error alone.  Nothing here does I/O.
  */
 #include "request.h"
+#include "utf8.h"
 
 #include <cjson/cJSON.h>
 #include <ctype.h>
@@ -355,44 +356,6 @@ static char *member_text(const char *s, size_t len, int index)
 /* --- the job body ------------------------------------------------------- */
 
 /* Valid UTF-8 (RFC 3629: no overlongs, no surrogates, <= U+10FFFF). */
-static bool utf8_valid(const unsigned char *s, size_t len)
-{
-	size_t i = 0;
-
-	while (i < len) {
-		unsigned char c = s[i];
-		size_t n, k;
-		uint32_t cp;
-
-		if (c < 0x80) {
-			i++;
-			continue;
-		} else if (c >= 0xc2 && c <= 0xdf) {
-			n = 1;
-			cp = c & 0x1f;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			n = 2;
-			cp = c & 0x0f;
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			n = 3;
-			cp = c & 0x07;
-		} else {
-			return false;
-		}
-		if (len - i - 1 < n)
-			return false;
-		for (k = 1; k <= n; k++) {
-			if ((s[i + k] & 0xc0) != 0x80)
-				return false;
-			cp = (cp << 6) | (s[i + k] & 0x3f);
-		}
-		if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-		    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-			return false;
-		i += n + 1;
-	}
-	return true;
-}
 
 /*
  * Whether the text has a \u0000 escape.  cJSON would cut the string
@@ -578,7 +541,7 @@ int tq_request_parse_job(const char *body, size_t len, struct tq_job_spec *spec,
 
 	memset(spec, 0, sizeof(*spec));
 
-	if (!body || !utf8_valid((const unsigned char *)body, len)) {
+	if (!body || !tq_utf8_valid(body, len)) {
 		tq_api_error_set(err, 400, TQ_ERR_INVALID_JSON,
 				 "request body is not valid UTF-8 JSON");
 		ret = -EINVAL;

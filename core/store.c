@@ -38,6 +38,7 @@
 #include "log.h"
 #include "migrations.h"
 #include "store.h"
+#include "utf8.h"
 
 #define STORE_POOL_MAX 256
 #define STORE_BACKOFF_MIN_MS 100
@@ -1133,53 +1134,11 @@ out:
 /*
  * An error message as stored: at most TQ_ERROR_MAX bytes of valid UTF-8
  * (a handler's message is arbitrary bytes; PostgreSQL refuses invalid
- * UTF-8, and the outcome must be written anyway).  Invalid bytes become
- * '?'; the cut never splits a character.
+ * UTF-8, and the outcome must be written anyway).
  */
 static void clean_error(const char *in, char *out, size_t outlen)
 {
-	const unsigned char *p = (const unsigned char *)(in ? in : "");
-	size_t o = 0;
-
-	while (*p) {
-		size_t n = 1, k;
-		unsigned char b = *p;
-
-		if (b >= 0xc2 && b <= 0xdf)
-			n = 2;
-		else if (b >= 0xe0 && b <= 0xef)
-			n = 3;
-		else if (b >= 0xf0 && b <= 0xf4)
-			n = 4;
-		else if (b >= 0x80)
-			n = 0; /* invalid lead byte */
-		for (k = 1; k < n; k++)
-			if ((p[k] & 0xc0) != 0x80)
-				break;
-		if (n > 1 && k == n) {
-			/* reject overlongs and surrogates */
-			if ((b == 0xe0 && p[1] < 0xa0) ||
-			    (b == 0xed && p[1] > 0x9f) ||
-			    (b == 0xf0 && p[1] < 0x90) ||
-			    (b == 0xf4 && p[1] > 0x8f))
-				n = 0;
-		} else if (n > 1) {
-			n = 0;
-		}
-		if (n == 0) {
-			if (o + 1 >= outlen)
-				break;
-			out[o++] = '?';
-			p++;
-			continue;
-		}
-		if (o + n >= outlen)
-			break;
-		memcpy(out + o, p, n);
-		o += n;
-		p += n;
-	}
-	out[o] = '\0';
+	tq_utf8_clean_copy(in, out, outlen);
 }
 
 static int fenced_update(struct tq_store *s, int stmt, const char *id,
