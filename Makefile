@@ -45,14 +45,7 @@ stop:
 
 # TASKQ_DATABASE_URL / TASKQ_REDIS_URL, when set, point at existing servers.
 run: build
-	@if [ -z "$$TASKQ_DATABASE_URL" ] || [ -z "$$TASKQ_REDIS_URL" ]; then $(SERVERS) start; fi
-	@set -a; eval "$$($(SERVERS) env | grep -v -e "^TASKQ_DATABASE_URL=$${TASKQ_DATABASE_URL:+.}" -e "^TASKQ_REDIS_URL=$${TASKQ_REDIS_URL:+.}")"; set +a; \
-	export TASKQ_PLUGIN_DIR=$${TASKQ_PLUGIN_DIR:-$(BUILD)/plugins}; \
-	$(BUILD)/core/taskqd -c $(CONF) migrate && \
-	listen=$${TASKQ_LISTEN:-127.0.0.1:8080}; \
-	echo "taskqd: listening on http://$$listen  (Ctrl-C stops; 'make stop' stops the servers)"; \
-	echo "  curl -s -XPOST $$listen/v1/jobs -H 'Content-Type: application/json' -d '{\"type\":\"echo\",\"payload\":{\"x\":1}}'"; \
-	exec $(BUILD)/core/taskqd -c $(CONF)
+	@scripts/run.sh $(BUILD) $(CONF)
 
 test-env = set -a; eval "$$($(SERVERS) env)"; set +a; \
 	export TASKQ_TEST_PG_URL=postgresql://taskq@127.0.0.1:$(PG_PORT)/postgres \
