@@ -291,12 +291,9 @@ static const struct stmt stmts[ST_COUNT] = {
 	[ST_COMPLETE_MANY] = {"tq_complete_many",
 		"UPDATE jobs j SET status = 'completed', result = r.result, "
 		"completed_at = now(), updated_at = now(), lease_expires_at = NULL "
-		"FROM json_to_recordset($1::json) AS r(id uuid, attempt int, "
-		"result jsonb) "
-		/* "status || ''" keeps the planner off jobs_lease_idx, whose
-		 * dead entries (every job was running once) it would walk:
-		 * one primary-key lookup per row is what this wants */
-		"WHERE j.id = r.id AND (j.status || '') = 'running' "
+		"FROM unnest($1::uuid[], $2::int[], $3::jsonb[]) "
+		"AS r(id, attempt, result) "
+		"WHERE j.id = r.id AND j.status = 'running' "
 		"AND j.attempts = r.attempt "
 		"RETURNING j.id::text"},
 	[ST_RELEASE] = {"tq_release",
@@ -503,11 +500,20 @@ static int conn_connect(struct tq_store *s, struct store_conn *c,
 {
 	/* defaults first: the caller's conninfo (expanded from dbname)
 	 * overrides them */
+	/*
+	 * Custom plans: the batch statements join an unnest() of their
+	 * parameters with jobs.  Planned with the arrays' real lengths and
+	 * the table's real size they are primary-key lookups; a generic plan
+	 * made while the table was small would keep hashing a scan of the
+	 * whole table as it grows.
+	 */
 	static const char *const keys[] = {
 		"connect_timeout", "keepalives_idle", "keepalives_interval",
-		"keepalives_count", "fallback_application_name", "dbname", NULL,
+		"keepalives_count", "fallback_application_name", "options",
+		"dbname", NULL,
 	};
-	const char *vals[] = {"5", "30", "10", "3", "taskqd", s->conninfo, NULL};
+	const char *vals[] = {"5", "30", "10", "3", "taskqd",
+			      "-c plan_cache_mode=force_custom_plan", s->conninfo, NULL};
 	int i;
 
 	conn_drop(c);
@@ -1652,31 +1658,38 @@ out:
 int tq_store_complete_many(struct tq_store *s, const struct tq_done *done, size_t n,
 			   bool *written)
 {
-	cJSON *arr = cJSON_CreateArray();
-	const char *params[1];
+	struct textbuf ids = {0}, atts = {0}, results = {0};
+	const char *params[3];
 	PGresult *res = NULL;
-	char *text = NULL;
-	int rc = -ENOMEM, rows;
+	char num[16];
+	int rc, rows;
 
-	if (!arr)
-		return -ENOMEM;
 	for (size_t i = 0; i < n; i++) {
-		cJSON *o = cJSON_CreateObject();
-
 		written[i] = false;
-		if (!o || !cJSON_AddItemToArray(arr, o) ||
-		    !cJSON_AddStringToObject(o, "id", done[i].id) ||
-		    !cJSON_AddNumberToObject(o, "attempt", done[i].attempt) ||
-		    !cJSON_AddItemToObject(o, "result", done[i].result
-							       ? cJSON_CreateRaw(done[i].result)
-							       : cJSON_CreateNull()))
-			goto out;
+		tb_puts(&ids, i ? "," : "{");
+		tb_puts(&atts, i ? "," : "{");
+		tb_puts(&results, i ? "," : "{");
+		tb_puts(&ids, done[i].id);
+		snprintf(num, sizeof(num), "%d", done[i].attempt);
+		tb_puts(&atts, num);
+		if (done[i].result)
+			tb_put_quoted(&results, done[i].result);
+		else
+			tb_puts(&results, "NULL");
 	}
-	text = cJSON_PrintUnformatted(arr);
-	if (!text)
+	if (n == 0)
+		return 0;
+	tb_puts(&ids, "}");
+	tb_puts(&atts, "}");
+	tb_puts(&results, "}");
+	if (ids.failed || atts.failed || results.failed) {
+		rc = -ENOMEM;
 		goto out;
-	params[0] = text;
-	res = store_exec(s, ST_COMPLETE_MANY, 1, params, &rc);
+	}
+	params[0] = ids.p;
+	params[1] = atts.p;
+	params[2] = results.p;
+	res = store_exec(s, ST_COMPLETE_MANY, 3, params, &rc);
 	if (!res)
 		goto out;
 	rows = PQntuples(res);
@@ -1693,7 +1706,8 @@ int tq_store_complete_many(struct tq_store *s, const struct tq_done *done, size_
 	rc = rows;
 out:
 	PQclear(res);
-	cJSON_free(text);
-	cJSON_Delete(arr);
+	tb_free(&ids);
+	tb_free(&atts);
+	tb_free(&results);
 	return rc;
 }

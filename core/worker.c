@@ -9,7 +9,8 @@
  *    order;
  *  - workers.count workers: run a claim's handler, hand a completion to
  *    the completer, write a failure themselves;
- *  - the completer: writes completions in batches, one statement each;
+ *  - COMPLETERS completers: write completions in batches, one statement
+ *    each (two, so that one batch gathers while another commits);
  *  - the heartbeat: renews the leases of running attempts.
  * The pool lock guards the run queue, the completion queue, the free
  * slots and each worker's current job.  The heartbeat renews the leases
@@ -42,6 +43,7 @@
 #define STORE_RETRY_MS 500
 #define FETCH_MAX 128
 #define COMPLETE_BATCH_MAX 256
+#define COMPLETERS 2
 
 struct worker {
 	struct tq_workers *pool;
@@ -87,8 +89,8 @@ struct tq_workers {
 	bool completer_stop;
 
 	struct tq_queue *fetch_q;
-	pthread_t fetcher, completer, heartbeat;
-	bool fetcher_started, completer_started, heartbeat_started;
+	pthread_t fetcher, completer[COMPLETERS], heartbeat;
+	bool fetcher_started, completer_started[COMPLETERS], heartbeat_started;
 	bool heartbeat_stop; /* under lock: set once no attempt runs any more */
 
 	int n;
@@ -622,8 +624,10 @@ int tq_workers_start(struct tq_workers **out, const struct tq_config *cfg,
 		}
 		w->started = true;
 	}
-	r = -pthread_create(&pool->completer, NULL, completer_main, pool);
-	pool->completer_started = r == 0;
+	for (int i = 0; i < COMPLETERS && r == 0; i++) {
+		r = -pthread_create(&pool->completer[i], NULL, completer_main, pool);
+		pool->completer_started[i] = r == 0;
+	}
 	if (r == 0) {
 		r = -pthread_create(&pool->heartbeat, NULL, heartbeat_main, pool);
 		pool->heartbeat_started = r == 0;
@@ -663,6 +667,13 @@ static void hand_back(struct tq_workers *pool, const char *id, const char *type,
 	lf.attempt = attempt;
 	if (tq_store_release(pool->store, id, attempt, on_released, pool) == 0)
 		tq_logf(TQ_LOG_WARN, &lf, "%s; handed back", what);
+}
+
+static void join_completers(struct tq_workers *pool)
+{
+	for (int i = 0; i < COMPLETERS; i++)
+		if (pool->completer_started[i])
+			pthread_join(pool->completer[i], NULL);
 }
 
 int tq_workers_stop(struct tq_workers *pool, int grace_s)
@@ -720,8 +731,7 @@ int tq_workers_stop(struct tq_workers *pool, int grace_s)
 		pool->completer_stop = true;
 		pthread_cond_broadcast(&pool->done_cv);
 		pthread_mutex_unlock(&pool->lock);
-		if (pool->completer_started)
-			pthread_join(pool->completer, NULL);
+		join_completers(pool);
 		/* Threads still running own their memory: leave it. */
 		return abandoned ? abandoned : pool->alive;
 	}
@@ -733,8 +743,7 @@ int tq_workers_stop(struct tq_workers *pool, int grace_s)
 	for (int i = 0; i < pool->n; i++)
 		if (pool->w[i].started)
 			pthread_join(pool->w[i].thread, NULL);
-	if (pool->completer_started)
-		pthread_join(pool->completer, NULL);
+	join_completers(pool);
 	if (pool->heartbeat_started)
 		pthread_join(pool->heartbeat, NULL);
 	tq_queue_close(pool->fetch_q);
