@@ -52,7 +52,7 @@ static const struct opt opts[] = {
 	{"jobs.backoff_cap_ms", "TASKQ_BACKOFF_CAP_MS", OPT_INT, O(backoff_cap_ms), 0,
 	 86400000, "300000"},
 	{"scheduler.interval_s", "TASKQ_SCHEDULER_INTERVAL_S", OPT_INT,
-	 O(reconcile_interval_s), 1, 3600, "5"},
+	 O(reconcile_interval_s), 1, 3600, "10"},
 	{"scheduler.pending_redispatch_s", "TASKQ_PENDING_REDISPATCH_S", OPT_INT,
 	 O(pending_redispatch_s), 1, 86400, "30"},
 	{"plugins.dir", "TASKQ_PLUGIN_DIR", OPT_STRING, O(plugin_dir), 0, 0, "/usr/lib/taskq"},
