@@ -13,8 +13,8 @@ BUILD_SAN ?= build-san
 JOBS ?= $(shell nproc)
 CONF ?= etc/taskq-dev.conf
 SERVERS := scripts/servers.sh
-PG_PORT ?= 55432
-REDIS_PORT ?= 56379
+PG_PORT ?= 15432
+REDIS_PORT ?= 16379
 export TASKQ_PG_PORT := $(PG_PORT)
 export TASKQ_REDIS_PORT := $(REDIS_PORT)
 

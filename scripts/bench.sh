@@ -38,8 +38,8 @@ done
 
 servers=$top/scripts/servers.sh
 run=${TASKQ_RUN_DIR:-$top/.run}
-pg_port=${TASKQ_PG_PORT:-55432}
-redis_port=${TASKQ_REDIS_PORT:-56379}
+pg_port=${TASKQ_PG_PORT:-15432}
+redis_port=${TASKQ_REDIS_PORT:-16379}
 pgbin=${TASKQ_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
 port=${BENCH_PORT:-28580}
 workers=${BENCH_WORKERS:-8}

@@ -8,14 +8,15 @@
 #   servers.sh pg-start | pg-stop [fast|immediate] | redis-start | redis-stop
 #   servers.sh createdb NAME   create a database (dropping an old one)
 #
-# Ports: TASKQ_PG_PORT (55432), TASKQ_REDIS_PORT (56379).  initdb refuses
+# Ports: TASKQ_PG_PORT (15432), TASKQ_REDIS_PORT (16379), below the
+# ephemeral port range so that no client socket can hold them.  initdb refuses
 # to run as root, so as root the PostgreSQL server runs as "nobody".
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 run=${TASKQ_RUN_DIR:-$top/.run}
-pg_port=${TASKQ_PG_PORT:-55432}
-redis_port=${TASKQ_REDIS_PORT:-56379}
+pg_port=${TASKQ_PG_PORT:-15432}
+redis_port=${TASKQ_REDIS_PORT:-16379}
 pgbin=${TASKQ_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
 pgdata=$run/pg
 pguser=taskq
