@@ -207,6 +207,11 @@ static void host_plugin_free_struct(struct tq_plugin *pl)
 {
 	if (!pl)
 		return;
+	if (pl->serial) {
+		for (size_t i = 0; i < pl->n_serial; i++)
+			pthread_mutex_destroy(&pl->serial[i]);
+		free(pl->serial);
+	}
 	free(pl->path);
 	free(pl->name);
 	free(pl->version);
@@ -402,6 +407,12 @@ static int host_plugin_open(const char *path, struct tq_plugin **out,
 		goto nomem;
 	pl->dl = dl;
 	pl->desc = d;
+	pl->serial = calloc(d->n_types, sizeof(*pl->serial));
+	if (!pl->serial)
+		goto nomem;
+	for (size_t i = 0; i < d->n_types; i++)
+		pthread_mutex_init(&pl->serial[i], NULL);
+	pl->n_serial = d->n_types;
 	pl->memfd = memfd;
 	pl->isolation = TQ_ISOLATION_THREAD; /* until a load gives it a pool */
 	pl->file_dev = st.st_dev;
@@ -1223,9 +1234,21 @@ out:
 
 enum taskq_outcome tq_type_run(const struct tq_type *t, struct taskq_job *job)
 {
-	if (t->plugin->pool)
-		return tq_procpool_run(t->plugin->pool, t->def, job);
-	return t->def->handler(&tq_host, job, t->plugin->user_data);
+	const struct tq_plugin *pl = t->plugin;
+	pthread_mutex_t *serial = NULL;
+	enum taskq_outcome outcome;
+
+	if ((t->def->flags & TASKQ_TYPE_SERIAL) && pl->serial)
+		serial = &pl->serial[t->def - pl->desc->types];
+	if (serial)
+		pthread_mutex_lock(serial);
+	if (pl->pool)
+		outcome = tq_procpool_run(pl->pool, t->def, job);
+	else
+		outcome = t->def->handler(&tq_host, job, pl->user_data);
+	if (serial)
+		pthread_mutex_unlock(serial);
+	return outcome;
 }
 
 int tq_plugins_types_json(struct tq_plugins *p, char **json)

@@ -17,6 +17,7 @@
 #ifndef TQ_PLUGIN_HOST_H
 #define TQ_PLUGIN_HOST_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <sys/types.h>
 #include <time.h>
@@ -59,6 +60,10 @@ struct tq_plugin {
 	/* replaced or removed by a reload: its types take no new jobs and its
 	 * processes stop after their current attempt */
 	bool retired;
+	/* one lock per job type (desc->types order), held around each
+	 * attempt of a type flagged TASKQ_TYPE_SERIAL */
+	pthread_mutex_t *serial;
+	size_t n_serial;
 };
 
 /* One registered job type. */
