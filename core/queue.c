@@ -496,3 +496,41 @@ int tq_queue_pop_many(struct tq_queue *q, const char *const *queues, size_t max,
 	}
 	return *n ? 0 : r;
 }
+
+/* Sum of LLEN over KEYS. */
+static const char backlog_lua[] =
+	"local n = 0 "
+	"for _, k in ipairs(KEYS) do n = n + redis.call('LLEN', k) end "
+	"return n";
+
+int tq_queue_backlog(struct tq_queue *q, const char *queue, long long *n)
+{
+	char keys[TQ_PRIORITY_MAX - TQ_PRIORITY_MIN + 1][256];
+	const char *argv[3 + TQ_PRIORITY_MAX - TQ_PRIORITY_MIN + 1];
+	char nkeys[8];
+	redisReply *reply;
+	int k = 0, r;
+
+	*n = 0;
+	r = ensure_connected(q);
+	if (r)
+		return r;
+	snprintf(nkeys, sizeof(nkeys), "%d", TQ_PRIORITY_MAX - TQ_PRIORITY_MIN + 1);
+	argv[k++] = "EVAL";
+	argv[k++] = backlog_lua;
+	argv[k++] = nkeys;
+	for (int prio = TQ_PRIORITY_MIN; prio <= TQ_PRIORITY_MAX; prio++) {
+		if (tq_key_ready(keys[prio - TQ_PRIORITY_MIN], sizeof(keys[0]), q->prefix, queue,
+				 prio))
+			return -ENAMETOOLONG;
+		argv[k++] = keys[prio - TQ_PRIORITY_MIN];
+	}
+	reply = redisCommandArgv(q->ctx, k, argv, NULL);
+	if (!reply)
+		return broken(q);
+	r = reply->type == REDIS_REPLY_INTEGER ? 0 : -EIO;
+	if (r == 0)
+		*n = reply->integer;
+	freeReplyObject(reply);
+	return r;
+}

@@ -51,6 +51,10 @@ int tq_queue_pop_many(struct tq_queue *q, const char *const *queues, size_t max,
  * Afterwards q answers -EINTR until closed. */
 void tq_queue_interrupt(struct tq_queue *q);
 
+/* How many ids wait in the ready lists of queue (all priorities), in one
+ * command.  0 or as above. */
+int tq_queue_backlog(struct tq_queue *q, const char *queue, long long *n);
+
 /* 0 when PING answers PONG. */
 int tq_queue_ping(struct tq_queue *q);
 

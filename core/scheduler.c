@@ -13,6 +13,7 @@
 #include "config.h"
 #include "dispatch.h"
 #include "log.h"
+#include "queue.h"
 #include "store.h"
 
 #define PROMOTE_BATCH 500
@@ -23,6 +24,7 @@ struct tq_scheduler {
 	const struct tq_config *cfg;
 	struct tq_store *store;
 	struct tq_dispatch *dispatch;
+	struct tq_queue *q; /* to compare Redis with the store */
 	int interval_ms;
 	struct tq_scheduler_stats stats; /* under lock */
 	pthread_t thread;
@@ -73,6 +75,49 @@ static void on_rescued(void *arg, const char *id, const char *status)
 		} while (n_ == (batch));                                       \
 	} while (0)
 
+struct reconcile_ctx {
+	struct tq_scheduler *s;
+	int redispatched;
+};
+
+/*
+ * For one queue: when Redis holds fewer ids than the store has pending
+ * jobs, some were lost (a flush, a restart without persistence, a crash
+ * between commit and push, a dropped dispatch): hand that many again,
+ * oldest first, among those older than pending_redispatch_s.  A backlog
+ * that Redis still holds is never dispatched twice.
+ */
+static void reconcile_queue(void *arg, const char *queue, long pending)
+{
+	struct reconcile_ctx *x = arg;
+	struct tq_scheduler *s = x->s;
+	long long backlog;
+	long missing;
+
+	if (tq_queue_backlog(s->q, queue, &backlog) != 0)
+		return; /* Redis is down: nothing to compare, nowhere to push */
+	for (missing = pending - (long)backlog; missing > 0;) {
+		int batch = missing < RECONCILE_BATCH ? (int)missing : RECONCILE_BATCH;
+		int n = tq_store_reconcile(s->store, queue, s->cfg->pending_redispatch_s, batch,
+					   on_ready, s);
+
+		if (n <= 0)
+			break;
+		x->redispatched += n;
+		missing -= n;
+		if (n < batch)
+			break;
+	}
+}
+
+static int reconcile(struct tq_scheduler *s)
+{
+	struct reconcile_ctx x = {.s = s, .redispatched = 0};
+	int r = tq_store_pending_counts(s->store, reconcile_queue, &x);
+
+	return r < 0 ? r : x.redispatched;
+}
+
 /* One pass: rescue expired leases, promote everything due, re-dispatch
  * what Redis lost, then learn when the next job is due.  Returns the delay
  * until the next pass. */
@@ -89,9 +134,7 @@ static int64_t pass(struct tq_scheduler *s)
 		return next; /* the store logged the outage; retry next period */
 	DRAIN(promoted, tq_store_promote_due(s->store, PROMOTE_BATCH, on_ready, s),
 	      PROMOTE_BATCH);
-	DRAIN(redispatched, tq_store_reconcile(s->store, cfg->pending_redispatch_s,
-					       RECONCILE_BATCH, on_ready, s),
-	      RECONCILE_BATCH);
+	redispatched = reconcile(s);
 	if (redispatched > 0)
 		tq_info("reconciler dispatched %d pending jobs again", redispatched);
 	if (rescued > 0)
@@ -156,6 +199,16 @@ int tq_scheduler_start(struct tq_scheduler **out, const struct tq_config *cfg,
 	s->cfg = cfg;
 	s->store = store;
 	s->dispatch = dispatch;
+	{
+		char err[256];
+
+		r = tq_queue_open(&s->q, cfg->redis_url, cfg->redis_prefix, err, sizeof(err));
+		if (r) {
+			tq_error("scheduler: %s", err);
+			free(s);
+			return r;
+		}
+	}
 	s->interval_ms = cfg->reconcile_interval_s * 1000;
 	s->wake_at_ms = 0; /* a first pass at once */
 	pthread_mutex_init(&s->lock, NULL);
@@ -165,6 +218,7 @@ int tq_scheduler_start(struct tq_scheduler **out, const struct tq_config *cfg,
 	pthread_condattr_destroy(&attr);
 	r = -pthread_create(&s->thread, NULL, run, s);
 	if (r) {
+		tq_queue_close(s->q);
 		pthread_cond_destroy(&s->wake);
 		pthread_mutex_destroy(&s->lock);
 		free(s);
@@ -202,6 +256,7 @@ void tq_scheduler_stop(struct tq_scheduler *s)
 	pthread_cond_signal(&s->wake);
 	pthread_mutex_unlock(&s->lock);
 	pthread_join(s->thread, NULL);
+	tq_queue_close(s->q);
 	pthread_cond_destroy(&s->wake);
 	pthread_mutex_destroy(&s->lock);
 	free(s);

@@ -4,9 +4,12 @@
  *    dispatches them;
  *  - rescues running jobs whose lease expired (their worker died or hung):
  *    back to "scheduled" with backoff, or "failed" when attempts are spent;
- *  - reconciles Redis with PostgreSQL: pending jobs unclaimed for
- *    pending_redispatch_s are dispatched again (a flushed or restarted
- *    Redis, a crash between commit and push, a dropped dispatch).
+ *  - reconciles Redis with PostgreSQL: per queue, when Redis holds fewer
+ *    ids than there are pending jobs, that many of the pending jobs older
+ *    than pending_redispatch_s are dispatched again, oldest first (a
+ *    flushed or restarted Redis, a crash between commit and push, a
+ *    dropped dispatch).  A backlog Redis still holds is never dispatched
+ *    twice, however long it waits.
  *
  * It runs a pass at start, then sleeps until the earliest run_at it knows
  * of (asked of PostgreSQL after each pass, and told by

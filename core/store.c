@@ -99,6 +99,7 @@ enum stmt_id {
 	ST_HEARTBEAT,
 	ST_RESCUE,
 	ST_RECONCILE,
+	ST_PENDING_COUNTS,
 	ST_CANCEL,
 	ST_RELEASE,
 	ST_INSERT_MANY,
@@ -232,10 +233,14 @@ static const struct stmt stmts[ST_COUNT] = {
 	[ST_RECONCILE] = {"tq_reconcile",
 		"UPDATE jobs SET updated_at = now() "
 		"WHERE status = 'pending' AND id IN (SELECT id FROM jobs "
-		"WHERE status = 'pending' "
+		"WHERE status = 'pending' AND queue = $3::text "
 		"AND updated_at < now() - make_interval(secs => $1::int) "
 		"ORDER BY updated_at LIMIT $2::int FOR UPDATE SKIP LOCKED) "
 		"RETURNING queue, priority, id::text"},
+	/* pending jobs per queue, through jobs_pending_idx */
+	[ST_PENDING_COUNTS] = {"tq_pending_counts",
+		"SELECT queue, count(*) FROM jobs WHERE status = 'pending' "
+		"GROUP BY queue"},
 	/* pending/scheduled -> cancelled at once; running: requested */
 	[ST_CANCEL] = {"tq_cancel",
 		"UPDATE jobs SET cancel_requested = true, "
@@ -1437,10 +1442,10 @@ static int ready_rows(PGresult *res, tq_store_ready_fn cb, void *arg)
 	return rows;
 }
 
-int tq_store_reconcile(struct tq_store *s, int older_than_s, int limit,
-		       tq_store_ready_fn cb, void *arg)
+int tq_store_reconcile(struct tq_store *s, const char *queue, int older_than_s,
+		       int limit, tq_store_ready_fn cb, void *arg)
 {
-	const char *params[2];
+	const char *params[3];
 	char age[16], lim[16];
 	PGresult *res;
 	int rc;
@@ -1449,12 +1454,32 @@ int tq_store_reconcile(struct tq_store *s, int older_than_s, int limit,
 	snprintf(lim, sizeof(lim), "%d", limit > 0 ? limit : 1);
 	params[0] = age;
 	params[1] = lim;
-	res = store_exec(s, ST_RECONCILE, 2, params, &rc);
+	params[2] = queue;
+	res = store_exec(s, ST_RECONCILE, 3, params, &rc);
 	if (!res)
 		return rc;
 	rc = ready_rows(res, cb, arg);
 	PQclear(res);
 	return rc;
+}
+
+int tq_store_pending_counts(struct tq_store *s, tq_store_count_fn cb, void *arg)
+{
+	PGresult *res;
+	int rc, rows;
+
+	res = store_exec(s, ST_PENDING_COUNTS, 0, NULL, &rc);
+	if (!res)
+		return rc;
+	rows = PQntuples(res);
+	for (int i = 0; i < rows; i++) {
+		long n;
+
+		if (int_value(res, i, 1, &n) == 0)
+			cb(arg, PQgetvalue(res, i, 0), n);
+	}
+	PQclear(res);
+	return rows;
 }
 
 int tq_store_cancel(struct tq_store *s, const char *id, char **job_json)

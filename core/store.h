@@ -124,10 +124,16 @@ typedef void (*tq_store_rescued_fn)(void *arg, const char *id, const char *statu
 int tq_store_rescue(struct tq_store *store, int limit, int base_ms, int cap_ms,
 		    tq_store_rescued_fn cb, void *arg);
 
-/* Pending jobs not handed to Redis for older_than_s seconds: hand them
- * again (cb), up to limit.  Returns how many. */
-int tq_store_reconcile(struct tq_store *store, int older_than_s, int limit,
-		       tq_store_ready_fn cb, void *arg);
+/* Pending jobs of queue not handed to Redis for older_than_s seconds,
+ * oldest first: hand them again (cb), up to limit.  Returns how many. */
+int tq_store_reconcile(struct tq_store *store, const char *queue, int older_than_s,
+		       int limit, tq_store_ready_fn cb, void *arg);
+
+/* Called with the number of pending jobs of each queue that has some. */
+typedef void (*tq_store_count_fn)(void *arg, const char *queue, long count);
+
+/* Pending jobs per queue (cb for each).  Returns the number of queues. */
+int tq_store_pending_counts(struct tq_store *store, tq_store_count_fn cb, void *arg);
 
 /*
  * Cancel a job: pending or scheduled ones become cancelled at once; a

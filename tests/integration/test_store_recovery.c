@@ -248,6 +248,19 @@ static void on_ready(void *arg, const char *queue, int priority, const char *id)
 	snprintf(s->ids[s->n++], 37, "%s", id);
 }
 
+struct count_seen {
+	char queue[64];
+	long count;
+};
+
+static void on_count(void *arg, const char *queue, long count)
+{
+	struct count_seen *c = arg;
+
+	snprintf(c->queue, sizeof(c->queue), "%s", queue);
+	c->count = count;
+}
+
 static void test_reconcile_old_pending(void **state)
 {
 	struct seen s = {0};
@@ -259,10 +272,17 @@ static void test_reconcile_old_pending(void **state)
 	submit(fresh, 3);
 	free(value("UPDATE jobs SET updated_at = now() - interval '1 hour' WHERE id = $1::uuid",
 		   old));
-	assert_int_equal(tq_store_reconcile(store, 60, 100, on_ready, &s), 1);
+	assert_int_equal(tq_store_reconcile(store, "default", 60, 100, on_ready, &s), 1);
 	assert_string_equal(s.ids[0], old);
+	{
+		struct count_seen c = {0};
+
+		assert_int_equal(tq_store_pending_counts(store, on_count, &c), 1);
+		assert_string_equal(c.queue, "default");
+		assert_int_equal(c.count, 2);
+	}
 	/* handed again: not again before the threshold passes */
-	assert_int_equal(tq_store_reconcile(store, 60, 100, on_ready, &s), 0);
+	assert_int_equal(tq_store_reconcile(store, "default", 60, 100, on_ready, &s), 0);
 }
 
 static void test_cancel_states(void **state)
