@@ -267,10 +267,15 @@ void tq_queue_close(struct tq_queue *q)
 	free(q);
 }
 
+/* Most ids one LPUSH carries. */
+#define PUSH_RUN_MAX 512
+
 int tq_queue_push(struct tq_queue *q, const struct tq_ready *items, size_t n)
 {
+	const char *argv[2 + PUSH_RUN_MAX];
 	char key[256];
 	redisReply *reply;
+	size_t commands = 0;
 	int r;
 
 	if (n == 0)
@@ -278,15 +283,28 @@ int tq_queue_push(struct tq_queue *q, const struct tq_ready *items, size_t n)
 	r = ensure_connected(q);
 	if (r)
 		return r;
-	for (size_t i = 0; i < n; i++) {
-		if (tq_key_ready(key, sizeof(key), q->prefix, items[i].queue,
-				 items[i].priority))
+	/* one LPUSH per run of ids bound for the same list, pipelined:
+	 * LPUSH k a b c leaves a to be popped first, as FIFO wants */
+	for (size_t i = 0; i < n;) {
+		size_t k = 0, run = 0;
+
+		if (tq_key_ready(key, sizeof(key), q->prefix, items[i].queue, items[i].priority))
 			return -ENAMETOOLONG;
-		if (redisAppendCommand(q->ctx, "LPUSH %s %s", key, items[i].id) != REDIS_OK)
+		argv[k++] = "LPUSH";
+		argv[k++] = key;
+		while (i + run < n && run < PUSH_RUN_MAX &&
+		       items[i + run].priority == items[i].priority &&
+		       strcmp(items[i + run].queue, items[i].queue) == 0) {
+			argv[k++] = items[i + run].id;
+			run++;
+		}
+		if (redisAppendCommandArgv(q->ctx, (int)k, argv, NULL) != REDIS_OK)
 			return broken(q);
+		commands++;
+		i += run;
 	}
 	r = 0;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t c = 0; c < commands; c++) {
 		if (redisGetReply(q->ctx, (void **)&reply) != REDIS_OK)
 			return broken(q);
 		if (reply->type == REDIS_REPLY_ERROR) {

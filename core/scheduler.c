@@ -19,6 +19,8 @@
 #define PROMOTE_BATCH 500
 #define RESCUE_BATCH 500
 #define RECONCILE_BATCH 1000
+/* Between two passes that each re-dispatched a full batch. */
+#define RECONCILE_PAUSE_MS 200
 
 struct tq_scheduler {
 	const struct tq_config *cfg;
@@ -78,6 +80,7 @@ static void on_rescued(void *arg, const char *id, const char *status)
 struct reconcile_ctx {
 	struct tq_scheduler *s;
 	int redispatched;
+	bool more; /* a queue has more to re-dispatch */
 };
 
 /*
@@ -93,28 +96,30 @@ static void reconcile_queue(void *arg, const char *queue, long pending)
 	struct tq_scheduler *s = x->s;
 	long long backlog;
 	long missing;
+	int n;
 
 	if (tq_queue_backlog(s->q, queue, &backlog) != 0)
 		return; /* Redis is down: nothing to compare, nowhere to push */
-	for (missing = pending - (long)backlog; missing > 0;) {
-		int batch = missing < RECONCILE_BATCH ? (int)missing : RECONCILE_BATCH;
-		int n = tq_store_reconcile(s->store, queue, s->cfg->pending_redispatch_s, batch,
-					   on_ready, s);
-
-		if (n <= 0)
-			break;
+	missing = pending - (long)backlog;
+	if (missing <= 0)
+		return;
+	/* one batch a pass, so that a pass stays short and the dispatcher's
+	 * buffer is not flooded; a full batch asks for the next pass soon */
+	n = tq_store_reconcile(s->store, queue, s->cfg->pending_redispatch_s,
+			       missing < RECONCILE_BATCH ? (int)missing : RECONCILE_BATCH,
+			       on_ready, s);
+	if (n > 0)
 		x->redispatched += n;
-		missing -= n;
-		if (n < batch)
-			break;
-	}
+	if (n == RECONCILE_BATCH)
+		x->more = true;
 }
 
-static int reconcile(struct tq_scheduler *s)
+static int reconcile(struct tq_scheduler *s, bool *more)
 {
-	struct reconcile_ctx x = {.s = s, .redispatched = 0};
+	struct reconcile_ctx x = {.s = s, .redispatched = 0, .more = false};
 	int r = tq_store_pending_counts(s->store, reconcile_queue, &x);
 
+	*more = x.more;
 	return r < 0 ? r : x.redispatched;
 }
 
@@ -126,6 +131,7 @@ static int64_t pass(struct tq_scheduler *s)
 	const struct tq_config *cfg = s->cfg;
 	int64_t next = s->interval_ms, due;
 	int rescued, promoted, redispatched;
+	bool more = false;
 
 	DRAIN(rescued, tq_store_rescue(s->store, RESCUE_BATCH, cfg->backoff_base_ms,
 				       cfg->backoff_cap_ms, on_rescued, s),
@@ -134,12 +140,12 @@ static int64_t pass(struct tq_scheduler *s)
 		return next; /* the store logged the outage; retry next period */
 	DRAIN(promoted, tq_store_promote_due(s->store, PROMOTE_BATCH, on_ready, s),
 	      PROMOTE_BATCH);
-	redispatched = reconcile(s);
+	redispatched = reconcile(s, &more);
 	if (redispatched > 0)
 		tq_info("reconciler dispatched %d pending jobs again", redispatched);
-	if (rescued > 0)
-		/* rescued jobs may be due now, or soon */
-		next = 0;
+	if (rescued > 0 || more)
+		/* rescued jobs may be due now, or soon; or more to re-dispatch */
+		next = more ? RECONCILE_PAUSE_MS : 0;
 	else if (tq_store_next_due_ms(s->store, &due) == 0 && due < next)
 		next = due;
 
