@@ -175,12 +175,20 @@ static const struct stmt stmts[ST_COUNT] = {
 		"completed_at = now(), updated_at = now(), "
 		"lease_expires_at = NULL "
 		"WHERE id = $1::uuid AND status = 'running' AND attempts = $2::int"},
+	/*
+	 * The periodic statements pick their rows in a CTE (locked, SKIP
+	 * LOCKED, materialised once) and join them by primary key.  Written
+	 * as "id IN (SELECT ... FOR UPDATE)" the locking subquery cannot
+	 * become a join, and with many candidate rows it ran once per row:
+	 * a reconcile over 200,000 pending jobs ran for ten minutes.
+	 */
 	[ST_PROMOTE] = {"tq_promote",
-		"UPDATE jobs SET status = 'pending', updated_at = now() "
-		"WHERE status = 'scheduled' AND id IN ("
-		"SELECT id FROM jobs WHERE status = 'scheduled' AND run_at <= now() "
-		"ORDER BY run_at LIMIT $1::int FOR UPDATE SKIP LOCKED) "
-		"RETURNING queue, priority, id::text"},
+		"WITH picked AS (SELECT id FROM jobs WHERE status = 'scheduled' "
+		"AND run_at <= now() ORDER BY run_at LIMIT $1::int "
+		"FOR UPDATE SKIP LOCKED) "
+		"UPDATE jobs j SET status = 'pending', updated_at = now() "
+		"FROM picked WHERE j.id = picked.id "
+		"RETURNING j.queue, j.priority, j.id::text"},
 	/* min(run_at) over the partial index jobs_scheduled_idx */
 	[ST_NEXT_DUE] = {"tq_next_due",
 		"SELECT greatest(0, ceil(extract(epoch FROM (t.m - now())) "
@@ -211,7 +219,10 @@ static const struct stmt stmts[ST_COUNT] = {
 	 * cancel was requested.  Through jobs_lease_idx, $1 at a time.
 	 */
 	[ST_RESCUE] = {"tq_rescue",
-		"UPDATE jobs SET status = CASE WHEN cancel_requested THEN 'cancelled' "
+		"WITH picked AS (SELECT id FROM jobs WHERE status = 'running' "
+		"AND lease_expires_at < now() ORDER BY lease_expires_at "
+		"LIMIT $1::int FOR UPDATE SKIP LOCKED) "
+		"UPDATE jobs j SET status = CASE WHEN cancel_requested THEN 'cancelled' "
 		"WHEN attempts >= max_attempts THEN 'failed' ELSE 'scheduled' END, "
 		"run_at = now() + (random() * least($3::float8, $2::float8 * "
 		"power(2::float8, least(attempts - 1, 40))))::bigint "
@@ -221,22 +232,21 @@ static const struct stmt stmts[ST_COUNT] = {
 		"error_message = CASE WHEN cancel_requested THEN 'cancelled' "
 		"ELSE 'lease expired' END, "
 		"lease_expires_at = NULL, updated_at = now() "
-		"WHERE status = 'running' AND id IN (SELECT id FROM jobs "
-		"WHERE status = 'running' AND lease_expires_at < now() "
-		"ORDER BY lease_expires_at LIMIT $1::int FOR UPDATE SKIP LOCKED) "
-		"RETURNING id::text, status"},
+		"FROM picked WHERE j.id = picked.id "
+		"RETURNING j.id::text, j.status"},
 	/*
 	 * Pending jobs not claimed for $1 seconds since they were last handed
 	 * to Redis (lost in a flush, a crash between commit and push, a
 	 * dropped dispatch): hand them again.  Through jobs_pending_idx.
 	 */
 	[ST_RECONCILE] = {"tq_reconcile",
-		"UPDATE jobs SET updated_at = now() "
-		"WHERE status = 'pending' AND id IN (SELECT id FROM jobs "
-		"WHERE status = 'pending' AND queue = $3::text "
+		"WITH picked AS (SELECT id FROM jobs WHERE status = 'pending' "
+		"AND queue = $3::text "
 		"AND updated_at < now() - make_interval(secs => $1::int) "
 		"ORDER BY updated_at LIMIT $2::int FOR UPDATE SKIP LOCKED) "
-		"RETURNING queue, priority, id::text"},
+		"UPDATE jobs j SET updated_at = now() "
+		"FROM picked WHERE j.id = picked.id "
+		"RETURNING j.queue, j.priority, j.id::text"},
 	/* pending jobs per queue, through jobs_pending_idx */
 	[ST_PENDING_COUNTS] = {"tq_pending_counts",
 		"SELECT queue, count(*) FROM jobs WHERE status = 'pending' "
