@@ -36,6 +36,8 @@
 #include <cjson/cJSON.h>
 #include <taskq/plugin.h>
 
+#include "plugin_utf8.h"
+
 #define EXEC_MAX_NAME 64
 #define EXEC_MAX_ARGS 256
 #define EXEC_MAX_ARG_LEN 4096
@@ -450,61 +452,6 @@ static void exec_supervise(const struct taskq_host *host, struct taskq_job *job,
 
 /* ---- result ----------------------------------------------------------- */
 
-/* Copy len bytes into valid UTF-8 (NUL and invalid bytes become U+FFFD). */
-static char *exec_utf8_dup(const char *s, size_t len)
-{
-	static const char repl[] = "\xEF\xBF\xBD";
-	const unsigned char *p = (const unsigned char *)s;
-	size_t i = 0, o = 0, need, k;
-	unsigned int cp;
-	char *out;
-
-	out = malloc(len * 3 + 1);
-	if (!out)
-		return NULL;
-	while (i < len) {
-		unsigned char c = p[i];
-
-		if (c && c < 0x80) {
-			out[o++] = (char)c;
-			i++;
-			continue;
-		}
-		if (c >= 0xC2 && c <= 0xDF) {
-			need = 1;
-			cp = c & 0x1F;
-		} else if (c >= 0xE0 && c <= 0xEF) {
-			need = 2;
-			cp = c & 0x0F;
-		} else if (c >= 0xF0 && c <= 0xF4) {
-			need = 3;
-			cp = c & 0x07;
-		} else {
-			goto bad;
-		}
-		if (i + need >= len)
-			goto bad;
-		for (k = 1; k <= need; k++) {
-			if ((p[i + k] & 0xC0) != 0x80)
-				goto bad;
-			cp = (cp << 6) | (p[i + k] & 0x3F);
-		}
-		if ((need == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-		    (need == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
-			goto bad;
-		memcpy(out + o, p + i, need + 1);
-		o += need + 1;
-		i += need + 1;
-		continue;
-bad:
-		memcpy(out + o, repl, 3);
-		o += 3;
-		i++;
-	}
-	out[o] = '\0';
-	return out;
-}
-
 static int exec_set_result(const struct taskq_host *host, struct taskq_job *job,
 			   const struct exec_run_state *st,
 			   const struct exec_buf out[2])
@@ -515,8 +462,8 @@ static int exec_set_result(const struct taskq_host *host, struct taskq_job *job,
 	int rc = -1;
 
 	doc = cJSON_CreateObject();
-	so = exec_utf8_dup(out[0].data, out[0].len);
-	se = exec_utf8_dup(out[1].data, out[1].len);
+	so = plugin_utf8_dup(out[0].data, out[0].len);
+	se = plugin_utf8_dup(out[1].data, out[1].len);
 	if (!doc || !so || !se)
 		goto out;
 	if (WIFEXITED(st->status)) {

@@ -30,6 +30,8 @@
 #include <curl/curl.h>
 #include <taskq/plugin.h>
 
+#include "plugin_utf8.h"
+
 #define HTTP_MAX_HOSTS 256
 #define HTTP_MAX_URL 8192
 #define HTTP_MAX_HEADERS 64
@@ -362,67 +364,6 @@ static int http_on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
 
 /* ---- result ----------------------------------------------------------- */
 
-/*
- * Copy len bytes into a NUL-terminated string that is valid UTF-8: NUL
- * bytes and invalid sequences become U+FFFD (a sequence cut by truncation
- * too).  NULL on ENOMEM.
- */
-static char *http_utf8_dup(const char *s, size_t len)
-{
-	static const char repl[] = "\xEF\xBF\xBD";
-	const unsigned char *p = (const unsigned char *)s;
-	size_t i = 0, o = 0, need, k;
-	char *out;
-
-	if (len > (SIZE_MAX - 1) / 3)
-		return NULL;
-	out = malloc(len * 3 + 1);
-	if (!out)
-		return NULL;
-	while (i < len) {
-		unsigned char c = p[i];
-		unsigned int cp;
-
-		if (c && c < 0x80) {
-			out[o++] = (char)c;
-			i++;
-			continue;
-		}
-		if (c >= 0xC2 && c <= 0xDF) {
-			need = 1;
-			cp = c & 0x1F;
-		} else if (c >= 0xE0 && c <= 0xEF) {
-			need = 2;
-			cp = c & 0x0F;
-		} else if (c >= 0xF0 && c <= 0xF4) {
-			need = 3;
-			cp = c & 0x07;
-		} else {
-			goto bad;
-		}
-		if (i + need >= len)
-			goto bad;
-		for (k = 1; k <= need; k++) {
-			if ((p[i + k] & 0xC0) != 0x80)
-				goto bad;
-			cp = (cp << 6) | (p[i + k] & 0x3F);
-		}
-		if ((need == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-		    (need == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
-			goto bad;
-		memcpy(out + o, p + i, need + 1);
-		o += need + 1;
-		i += need + 1;
-		continue;
-bad:
-		memcpy(out + o, repl, 3);
-		o += 3;
-		i++;
-	}
-	out[o] = '\0';
-	return out;
-}
-
 static int http_set_result(const struct taskq_host *host, struct taskq_job *job,
 			   long status, const struct http_resp *resp)
 {
@@ -430,7 +371,7 @@ static int http_set_result(const struct taskq_host *host, struct taskq_job *job,
 	char *body = NULL, *text = NULL;
 	int rc = -1;
 
-	body = http_utf8_dup(resp->body, resp->len);
+	body = plugin_utf8_dup(resp->body, resp->len);
 	doc = cJSON_CreateObject();
 	if (!body || !doc || !cJSON_AddNumberToObject(doc, "status", (double)status) ||
 	    !cJSON_AddStringToObject(doc, "body", body) ||
