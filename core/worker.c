@@ -346,17 +346,23 @@ struct beat {
 	size_t n;
 };
 
-/* Tell the handler running job id to stop; pool->lock held. */
-static void cancel_current(struct tq_workers *pool, const char *id, int attempt,
+/* Tell the handler running job id to stop; pool->lock held.  false when
+ * no worker runs that attempt any more (it finished meanwhile). */
+static bool cancel_current(struct tq_workers *pool, const char *id, int attempt,
 			   enum tq_cancel_reason why)
 {
+	bool found = false;
+
 	for (int i = 0; i < pool->n; i++) {
 		struct taskq_job *job = pool->w[i].current;
 		int none = TQ_CANCEL_NONE;
 
-		if (job && job->attempt == attempt && strcmp(job->id, id) == 0)
+		if (job && job->attempt == attempt && strcmp(job->id, id) == 0) {
 			atomic_compare_exchange_strong(&job->cancelled, &none, (int)why);
+			found = true;
+		}
 	}
+	return found;
 }
 
 static void on_lease(void *arg, const char *id, bool cancel_requested)
@@ -424,11 +430,13 @@ static void beat_once(struct tq_workers *pool, struct beat *b)
 
 		if (b->cancel[i]) {
 			cancel_current(pool, b->ids[i], attempt, TQ_CANCEL_REQUESTED);
-		} else if (!b->renewed[i]) {
+		} else if (!b->renewed[i] &&
+			   cancel_current(pool, b->ids[i], attempt, TQ_CANCEL_LEASE_LOST)) {
+			/* not renewed and still running: the job moved on (a
+			 * rescue); one that finished meanwhile is no news */
 			lf.job_id = b->ids[i];
 			lf.attempt = attempt;
 			tq_logf(TQ_LOG_WARN, &lf, "lease lost; telling the handler to stop");
-			cancel_current(pool, b->ids[i], attempt, TQ_CANCEL_LEASE_LOST);
 		}
 	}
 	pthread_mutex_unlock(&pool->lock);
