@@ -354,6 +354,13 @@ static enum MHD_Result store_error(struct MHD_Connection *conn,
 			    TQ_ERR_INTERNAL, "internal error");
 }
 
+static enum MHD_Result job_not_found(struct MHD_Connection *conn,
+				     struct api_request *req)
+{
+	return respond_fail(conn, req, MHD_HTTP_NOT_FOUND, TQ_ERR_NOT_FOUND,
+			    "no job with id \"%s\"", req->route.job_id);
+}
+
 static enum MHD_Result handle_health(struct MHD_Connection *conn,
 				     struct api_request *req)
 {
@@ -392,9 +399,7 @@ static enum MHD_Result handle_cancel(struct tq_api *api,
 
 	rc = tq_store_cancel(api->deps.store, req->route.job_id, &json);
 	if (rc == -ENOENT)
-		return respond_fail(conn, req, MHD_HTTP_NOT_FOUND,
-				    TQ_ERR_NOT_FOUND, "no job with id \"%s\"",
-				    req->route.job_id);
+		return job_not_found(conn, req);
 	if (rc == -EALREADY) {
 		free(json);
 		return respond_fail(conn, req, MHD_HTTP_CONFLICT, TQ_ERR_CONFLICT,
@@ -445,9 +450,7 @@ static enum MHD_Result handle_get(struct tq_api *api,
 
 	rc = tq_store_get_json(api->deps.store, req->route.job_id, &json);
 	if (rc == -ENOENT)
-		return respond_fail(conn, req, MHD_HTTP_NOT_FOUND,
-				    TQ_ERR_NOT_FOUND, "no job with id \"%s\"",
-				    req->route.job_id);
+		return job_not_found(conn, req);
 	if (rc < 0)
 		return store_error(conn, req, rc);
 	return respond(conn, req, MHD_HTTP_OK, json, NULL, NULL);

@@ -1009,7 +1009,9 @@ out:
 	return rc;
 }
 
-int tq_store_get_json(struct tq_store *s, const char *id, char **job_json)
+/* Run a statement keyed by one job id that returns the job's JSON: 0 with
+ * *job_json (malloc'd), or -ENOENT when no row came back. */
+static int job_json_by_id(struct tq_store *s, int stmt, const char *id, char **job_json)
 {
 	const char *params[1];
 	PGresult *res;
@@ -1020,7 +1022,7 @@ int tq_store_get_json(struct tq_store *s, const char *id, char **job_json)
 	if (!norm_uuid(id, uid))
 		return -ENOENT;
 	params[0] = uid;
-	res = store_exec(s, ST_GET, 1, params, &rc);
+	res = store_exec(s, stmt, 1, params, &rc);
 	if (!res)
 		return rc;
 	if (PQntuples(res) == 0) {
@@ -1031,6 +1033,11 @@ int tq_store_get_json(struct tq_store *s, const char *id, char **job_json)
 	}
 	PQclear(res);
 	return rc;
+}
+
+int tq_store_get_json(struct tq_store *s, const char *id, char **job_json)
+{
+	return job_json_by_id(s, ST_GET, id, job_json);
 }
 
 static bool known_status(const char *st)
@@ -1494,27 +1501,12 @@ int tq_store_pending_counts(struct tq_store *s, tq_store_count_fn cb, void *arg)
 
 int tq_store_cancel(struct tq_store *s, const char *id, char **job_json)
 {
-	const char *params[1];
-	char uid[37];
-	PGresult *res;
-	int rc;
+	int rc = job_json_by_id(s, ST_CANCEL, id, job_json);
 
-	*job_json = NULL;
-	if (!norm_uuid(id, uid))
-		return -ENOENT;
-	params[0] = uid;
-	res = store_exec(s, ST_CANCEL, 1, params, &rc);
-	if (!res)
+	if (rc != -ENOENT)
 		return rc;
-	if (PQntuples(res) == 1) {
-		*job_json = dup_value(res, 0, 0);
-		rc = *job_json ? 0 : -ENOMEM;
-		PQclear(res);
-		return rc;
-	}
-	PQclear(res);
 	/* Not cancellable: finished already, or no such job. */
-	rc = tq_store_get_json(s, uid, job_json);
+	rc = tq_store_get_json(s, id, job_json);
 	return rc == 0 ? -EALREADY : rc;
 }
 

@@ -876,47 +876,24 @@ static bool th_healthy(const struct th_daemon *d)
 	return ok;
 }
 
-struct th_daemon *th_daemon_startv(bool wait_healthy, const char *env,
-				   va_list ap)
+/*
+ * Fork and exec taskqd -c d->conf_path with the environment built from
+ * env and ap, its stdout and stderr appended to d->log_path, stdin from
+ * /dev/null; it dies with this process.  Returns its pid; fails the test
+ * when it cannot fork.
+ */
+static pid_t th_exec_taskqd(const struct th_daemon *d, const char *env, va_list ap)
 {
-	struct th_daemon *d = NULL;
 	char *argv[4];
 	char **envp;
-	char hex[9];
 	pid_t parent = getpid(), pid;
-	int64_t deadline;
-	int i, fd, port;
-
-	for (i = 0; i < TH_MAX_DAEMONS; i++)
-		if (!th.used[i])
-			break;
-	if (i == TH_MAX_DAEMONS)
-		fail_msg("more than %d daemons in one case", TH_MAX_DAEMONS);
-	d = &th.daemons[i];
-	memset(d, 0, sizeof(*d));
-
-	port = th_free_port();
-	if (port <= 0)
-		fail_msg("no free port: %s", strerror(-port));
-	d->port = port;
-	th.seq++;
-	if (th_random_hex(hex, 4) < 0 ||
-	    th_fmt(d->url, sizeof(d->url), "http://127.0.0.1:%d", port) ||
-	    th_fmt(d->prefix, sizeof(d->prefix), "%s_%d_%s", th.prefix_stem,
-		   th.seq, hex) ||
-	    th_fmt(d->conf_path, sizeof(d->conf_path), "%s/taskqd-%d.conf",
-		   th.dir, th.seq) ||
-	    th_fmt(d->log_path, sizeof(d->log_path), "%s/taskqd-%d.log",
-		   th.dir, th.seq))
-		fail_msg("path too long");
-	if (th_write_config(d) < 0)
-		fail_msg("cannot write %s", d->conf_path);
+	int fd;
 
 	envp = th_build_env(env, ap);
 	assert_non_null(envp);
 	argv[0] = (char *)th.taskqd;
 	argv[1] = (char *)"-c";
-	argv[2] = d->conf_path;
+	argv[2] = (char *)d->conf_path;
 	argv[3] = NULL;
 
 	pid = fork();
@@ -948,6 +925,44 @@ struct th_daemon *th_daemon_startv(bool wait_healthy, const char *env,
 		_exit(127);
 	}
 	free(envp);
+	return pid;
+}
+
+struct th_daemon *th_daemon_startv(bool wait_healthy, const char *env,
+				   va_list ap)
+{
+	struct th_daemon *d = NULL;
+	char hex[9];
+	pid_t pid;
+	int64_t deadline;
+	int i, port;
+
+	for (i = 0; i < TH_MAX_DAEMONS; i++)
+		if (!th.used[i])
+			break;
+	if (i == TH_MAX_DAEMONS)
+		fail_msg("more than %d daemons in one case", TH_MAX_DAEMONS);
+	d = &th.daemons[i];
+	memset(d, 0, sizeof(*d));
+
+	port = th_free_port();
+	if (port <= 0)
+		fail_msg("no free port: %s", strerror(-port));
+	d->port = port;
+	th.seq++;
+	if (th_random_hex(hex, 4) < 0 ||
+	    th_fmt(d->url, sizeof(d->url), "http://127.0.0.1:%d", port) ||
+	    th_fmt(d->prefix, sizeof(d->prefix), "%s_%d_%s", th.prefix_stem,
+		   th.seq, hex) ||
+	    th_fmt(d->conf_path, sizeof(d->conf_path), "%s/taskqd-%d.conf",
+		   th.dir, th.seq) ||
+	    th_fmt(d->log_path, sizeof(d->log_path), "%s/taskqd-%d.log",
+		   th.dir, th.seq))
+		fail_msg("path too long");
+	if (th_write_config(d) < 0)
+		fail_msg("cannot write %s", d->conf_path);
+
+	pid = th_exec_taskqd(d, env, ap);
 	d->pid = pid;
 	th.used[i] = true;
 	if (!wait_healthy)
@@ -1507,48 +1522,10 @@ void th_pg_stop_mode(const char *mode)
 static int th_spawn(struct th_daemon *d, int slot, const char *env,
 		    va_list ap)
 {
-	char *argv[4];
-	char **envp;
-	pid_t parent = getpid(), pid;
 	int64_t deadline;
-	int fd;
+	pid_t pid;
 
-	envp = th_build_env(env, ap);
-	assert_non_null(envp);
-	argv[0] = (char *)th.taskqd;
-	argv[1] = (char *)"-c";
-	argv[2] = d->conf_path;
-	argv[3] = NULL;
-
-	pid = fork();
-	if (pid < 0) {
-		free(envp);
-		fail_msg("fork: %s", strerror(errno));
-	}
-	if (pid == 0) {
-		sigset_t none;
-
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		signal(SIGPIPE, SIG_DFL);
-		signal(SIGALRM, SIG_DFL);
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		fd = open(d->log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
-		if (fd < 0 || dup2(fd, 2) < 0 || dup2(fd, 1) < 0)
-			_exit(126);
-		if (fd > 2)
-			close(fd);
-		fd = open("/dev/null", O_RDONLY);
-		if (fd >= 0 && fd != 0) {
-			dup2(fd, 0);
-			close(fd);
-		}
-		execve(th.taskqd, argv, envp);
-		_exit(127);
-	}
-	free(envp);
+	pid = th_exec_taskqd(d, env, ap);
 	d->pid = pid;
 	d->reaped = false;
 	d->status = 0;
