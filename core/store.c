@@ -20,15 +20,19 @@
  * parameters of PQexecPrepared().
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <sys/random.h>
 
 #include <libpq-fe.h>
 #include <uuid/uuid.h>
@@ -78,6 +82,37 @@
 	"ORDER BY l.created_at DESC, l.id DESC), '[]'::json))::text " \
 	"FROM (SELECT id, created_at, " JOB_JSON " AS j FROM jobs " where \
 	" ORDER BY created_at DESC, id DESC LIMIT $3::int) l"
+
+/*
+ * The statements that find rows by id name the state they leave as a
+ * parameter, never as a literal.  Plans are generic (made once per
+ * connection, see conn_connect()), and with a literal such as status =
+ * 'pending' the planner may pick a scan of the whole partial index of
+ * that state, which is cheapest while the table is empty and stays in
+ * the plan as the backlog grows (a claim over 100,000 pending jobs took
+ * 4 ms).  With a parameter no partial index applies: the plan is a
+ * primary-key lookup whatever the table held when it was made.
+ */
+
+/*
+ * The outcome fence: $1 the job, $2 the state ("running"), $3 the attempt,
+ * $4 the claim's token.  A worker's outcome, lease renewal or hand-back
+ * lands only while the job is still running the claim it was given.
+ */
+#define FENCE \
+	"id = $1::uuid AND status = $2::text AND attempts = $3::int " \
+	"AND claim_token = $4::bigint"
+
+/*
+ * A claim's commit does not wait for the disk: only the submission and the
+ * outcome must.  A claim lost in a crash costs a re-run, which the delivery
+ * contract allows, and its token keeps the lost run's outcome out (see
+ * sql/005_claim_token.sql).  set_config(..., true) lasts until the end of
+ * the statement's own transaction, whose commit reads it; as an
+ * uncorrelated subquery it runs once, before the first row.
+ */
+#define ASYNC_COMMIT \
+	"(SELECT set_config('synchronous_commit', 'off', true)) = 'off'"
 
 enum stmt_id {
 	ST_PING,
@@ -151,30 +186,31 @@ static const struct stmt stmts[ST_COUNT] = {
 	[ST_CLAIM] = {"tq_claim",
 		"UPDATE jobs SET status = 'running', attempts = attempts + 1, "
 		"started_at = now(), updated_at = now(), "
-		"lease_expires_at = now() + make_interval(secs => $2::int) "
-		"WHERE id = $1::uuid AND status = 'pending' "
+		"lease_expires_at = now() + make_interval(secs => $2::int), "
+		"claim_token = $3::bigint "
+		"WHERE id = $1::uuid AND status = $4::text AND " ASYNC_COMMIT " "
 		"RETURNING type, payload::text, queue, attempts, max_attempts, "
 		"timeout_s"},
 	[ST_COMPLETE] = {"tq_complete",
-		"UPDATE jobs SET status = 'completed', result = $3::jsonb, "
+		"UPDATE jobs SET status = 'completed', result = $5::jsonb, "
 		"completed_at = now(), updated_at = now(), "
 		"lease_expires_at = NULL "
-		"WHERE id = $1::uuid AND status = 'running' AND attempts = $2::int"},
+		"WHERE " FENCE},
 	[ST_RETRY] = {"tq_retry",
 		"UPDATE jobs SET status = CASE WHEN cancel_requested "
 		"THEN 'cancelled' ELSE 'scheduled' END, "
-		"run_at = now() + $3::bigint * interval '1 millisecond', "
+		"run_at = now() + $5::bigint * interval '1 millisecond', "
 		"completed_at = CASE WHEN cancel_requested THEN now() END, "
 		"error_message = CASE WHEN cancel_requested THEN 'cancelled' "
-		"ELSE $4::text END, updated_at = now(), "
+		"ELSE $6::text END, updated_at = now(), "
 		"lease_expires_at = NULL "
-		"WHERE id = $1::uuid AND status = 'running' AND attempts = $2::int"},
+		"WHERE " FENCE},
 	[ST_FAIL] = {"tq_fail",
 		"UPDATE jobs SET status = CASE WHEN cancel_requested "
-		"THEN 'cancelled' ELSE 'failed' END, error_message = $3::text, "
+		"THEN 'cancelled' ELSE 'failed' END, error_message = $5::text, "
 		"completed_at = now(), updated_at = now(), "
 		"lease_expires_at = NULL "
-		"WHERE id = $1::uuid AND status = 'running' AND attempts = $2::int"},
+		"WHERE " FENCE},
 	/*
 	 * The periodic statements pick their rows in a CTE (locked, SKIP
 	 * LOCKED, materialised once) and join them by primary key.  Written
@@ -197,7 +233,7 @@ static const struct stmt stmts[ST_COUNT] = {
 	/*
 	 * Renew the leases of a node's running attempts and store their
 	 * progress: $1 ids, $2 attempts, $3 lease seconds, $4 progress (NULL:
-	 * unchanged), $5 progress messages.  A lease is never renewed past
+	 * unchanged), $5 progress messages, $6 claim tokens, $7 "running".  A lease is never renewed past
 	 * the attempt's timeout plus one lease, so a hung handler loses it.
 	 */
 	[ST_HEARTBEAT] = {"tq_heartbeat",
@@ -207,10 +243,10 @@ static const struct stmt stmts[ST_COUNT] = {
 		"progress = coalesce(r.progress, j.progress), "
 		"progress_message = CASE WHEN r.progress IS NULL "
 		"THEN j.progress_message ELSE r.msg END "
-		"FROM unnest($1::uuid[], $2::int[], $4::smallint[], $5::text[]) "
-		"AS r(id, attempt, progress, msg) "
+		"FROM unnest($1::uuid[], $2::int[], $4::smallint[], $5::text[], "
+		"$6::bigint[]) AS r(id, attempt, progress, msg, token) "
 		"WHERE j.id = r.id AND j.attempts = r.attempt "
-		"AND j.status = 'running' "
+		"AND j.claim_token = r.token AND j.status = $7::text "
 		"RETURNING j.id::text, j.cancel_requested"},
 	/*
 	 * Running attempts whose lease expired (their worker died or hung):
@@ -269,15 +305,9 @@ static const struct stmt stmts[ST_COUNT] = {
 	 * but at once and without backoff.
 	 */
 	/*
-	 * The hot path, in batches.  Rows travel as one JSON array ($1), so
-	 * that one statement (one round trip, one commit) carries them all.
-	 *
-	 * Claims wait for the disk too.  An asynchronous claim lost in a
-	 * PostgreSQL crash would give the re-run the same attempt number as
-	 * the run whose claim was lost, and the fence (status + attempt)
-	 * could no longer tell the two apart (the chaos suite's immediate
-	 * PostgreSQL stop found it).  Claiming asynchronously needs a
-	 * per-claim token in the fence first.
+	 * The hot path, in batches.  Rows travel as one JSON array or as
+	 * arrays ($1...), so that one statement (one round trip, one commit)
+	 * carries them all.
 	 */
 	[ST_INSERT_MANY] = {"tq_insert_many",
 		"INSERT INTO jobs (id, type, payload, status, queue, priority, "
@@ -298,18 +328,19 @@ static const struct stmt stmts[ST_COUNT] = {
 	[ST_CLAIM_MANY] = {"tq_claim_many",
 		"UPDATE jobs j SET status = 'running', attempts = j.attempts + 1, "
 		"started_at = now(), updated_at = now(), "
-		"lease_expires_at = now() + make_interval(secs => $2::int) "
+		"lease_expires_at = now() + make_interval(secs => $2::int), "
+		"claim_token = $3::bigint "
 		"FROM unnest($1::uuid[]) AS r(id) "
-		"WHERE j.id = r.id AND j.status = 'pending' "
+		"WHERE j.id = r.id AND j.status = $4::text AND " ASYNC_COMMIT " "
 		"RETURNING j.id::text, j.type, j.payload::text, j.queue, j.attempts, "
 		"j.max_attempts, j.timeout_s"},
 	[ST_COMPLETE_MANY] = {"tq_complete_many",
 		"UPDATE jobs j SET status = 'completed', result = r.result, "
 		"completed_at = now(), updated_at = now(), lease_expires_at = NULL "
-		"FROM unnest($1::uuid[], $2::int[], $3::jsonb[]) "
-		"AS r(id, attempt, result) "
-		"WHERE j.id = r.id AND j.status = 'running' "
-		"AND j.attempts = r.attempt "
+		"FROM unnest($1::uuid[], $2::int[], $3::jsonb[], $4::bigint[]) "
+		"AS r(id, attempt, result, token) "
+		"WHERE j.id = r.id AND j.status = $5::text "
+		"AND j.attempts = r.attempt AND j.claim_token = r.token "
 		"RETURNING j.id::text"},
 	[ST_RELEASE] = {"tq_release",
 		"UPDATE jobs SET status = CASE WHEN cancel_requested THEN 'cancelled' "
@@ -319,7 +350,7 @@ static const struct stmt stmts[ST_COUNT] = {
 		"error_message = CASE WHEN cancel_requested THEN 'cancelled' "
 		"ELSE 'interrupted by shutdown' END, "
 		"run_at = now(), lease_expires_at = NULL, updated_at = now() "
-		"WHERE id = $1::uuid AND status = 'running' AND attempts = $2::int "
+		"WHERE " FENCE " "
 		"RETURNING status, queue, priority"},
 };
 
@@ -342,6 +373,8 @@ struct tq_store {
 	bool down;            /* outage logged, recovery not yet */
 	int backoff_ms;
 	int64_t next_try_ms;  /* while down: no reconnect before this */
+	/* the next claim's token: a random start, then one up per claim */
+	_Atomic int64_t next_token;
 };
 
 static int64_t mono_ms(void)
@@ -516,11 +549,14 @@ static int conn_connect(struct tq_store *s, struct store_conn *c,
 	/* defaults first: the caller's conninfo (expanded from dbname)
 	 * overrides them */
 	/*
-	 * Custom plans: the batch statements join an unnest() of their
-	 * parameters with jobs.  Planned with the arrays' real lengths and
-	 * the table's real size they are primary-key lookups; a generic plan
-	 * made while the table was small would keep hashing a scan of the
-	 * whole table as it grows.
+	 * Plans: every statement of taskqd is written for an index (the
+	 * primary key, or the partial index of the state it reads), and is
+	 * planned once per connection (generic plans): planning each
+	 * execution afresh cost a quarter of PostgreSQL's CPU on the hot
+	 * path.  A generic plan made while the table is small would keep
+	 * hashing a scan of the whole table as it grows, so sequential scans,
+	 * hash and merge joins are priced out: the plans stay index lookups
+	 * and nested loops whatever the statistics were at planning time.
 	 */
 	static const char *const keys[] = {
 		"connect_timeout", "keepalives_idle", "keepalives_interval",
@@ -528,7 +564,9 @@ static int conn_connect(struct tq_store *s, struct store_conn *c,
 		"dbname", NULL,
 	};
 	const char *vals[] = {"5", "30", "10", "3", "taskqd",
-			      "-c plan_cache_mode=force_custom_plan", s->conninfo, NULL};
+			      "-c plan_cache_mode=force_generic_plan -c enable_seqscan=off "
+			      "-c enable_hashjoin=off -c enable_mergejoin=off",
+			      s->conninfo, NULL};
 	int i;
 
 	conn_drop(c);
@@ -713,7 +751,137 @@ static PGresult *store_exec(struct tq_store *s, int id, int nparams,
 	return res;
 }
 
+/* A growing text buffer for array literals; on allocation failure it
+ * turns into an error that tb_take() reports. */
+struct textbuf {
+	char *p;
+	size_t len, cap;
+	bool failed;
+};
+
+static void tb_putn(struct textbuf *b, const char *s, size_t n)
+{
+	if (b->failed)
+		return;
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 256;
+		char *p;
+
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		p = realloc(b->p, cap);
+		if (!p) {
+			b->failed = true;
+			return;
+		}
+		b->p = p;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+static void tb_puts(struct textbuf *b, const char *s)
+{
+	tb_putn(b, s, strlen(s));
+}
+
+/* An element of a text[] literal: double-quoted, \ and " escaped. */
+static void tb_put_quoted(struct textbuf *b, const char *s)
+{
+	tb_putn(b, "\"", 1);
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			tb_putn(b, "\\", 1);
+		tb_putn(b, s, 1);
+	}
+	tb_putn(b, "\"", 1);
+}
+
+static void tb_free(struct textbuf *b)
+{
+	free(b->p);
+	b->p = NULL;
+}
+
+int tq_store_explain(struct tq_store *s, const char *name, char **plan)
+{
+	struct textbuf sql = {0}, text = {0};
+	struct store_conn *c;
+	PGresult *res = NULL;
+	int id, rc, n;
+
+	*plan = NULL;
+	for (id = 0; id < ST_COUNT && strcmp(stmts[id].name, name) != 0; id++)
+		;
+	if (id == ST_COUNT)
+		return -ENOENT;
+	rc = pool_acquire(s, &c);
+	if (rc < 0)
+		return rc;
+	if (!(c->prepared & (1u << id))) {
+		res = PQprepare(c->pg, stmts[id].name, stmts[id].sql, 0, NULL);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+			rc = classify(s, c, res, stmts[id].name);
+			goto out;
+		}
+		PQclear(res);
+		c->prepared |= 1u << id;
+	}
+	res = PQdescribePrepared(c->pg, stmts[id].name);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		rc = classify(s, c, res, stmts[id].name);
+		goto out;
+	}
+	n = PQnparams(res);
+	PQclear(res);
+	tb_puts(&sql, "EXPLAIN (COSTS OFF) EXECUTE ");
+	tb_puts(&sql, stmts[id].name);
+	for (int i = 0; i < n; i++)
+		tb_puts(&sql, i ? ", NULL" : "(NULL");
+	tb_puts(&sql, n ? ")" : "");
+	if (sql.failed) {
+		res = NULL;
+		rc = -ENOMEM;
+		goto out;
+	}
+	res = PQexec(c->pg, sql.p);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		rc = classify(s, c, res, "explain");
+		goto out;
+	}
+	for (int i = 0; i < PQntuples(res); i++) {
+		tb_puts(&text, PQgetvalue(res, i, 0));
+		tb_puts(&text, "\n");
+	}
+	if (text.failed) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	*plan = text.p;
+	text.p = NULL;
+	rc = 0;
+out:
+	PQclear(res);
+	pool_release(s, c);
+	tb_free(&sql);
+	tb_free(&text);
+	return rc;
+}
+
 /* ---- open / close ------------------------------------------------- */
+
+/* A start for the claim tokens that no other process is likely to share. */
+static int64_t random_token_base(void)
+{
+	uint64_t v = 0;
+
+	if (getrandom(&v, sizeof(v), 0) != (ssize_t)sizeof(v))
+		v = ((uint64_t)getpid() << 40) ^ (uint64_t)time(NULL);
+	/* positive, with room to count up */
+	return (int64_t)(v >> 2);
+}
 
 int tq_store_open(struct tq_store **out, const char *conninfo, int pool_size,
 		  char *err, size_t errlen)
@@ -744,6 +912,7 @@ int tq_store_open(struct tq_store **out, const char *conninfo, int pool_size,
 	}
 	s->size = pool_size;
 	s->backoff_ms = STORE_BACKOFF_MIN_MS;
+	atomic_init(&s->next_token, random_token_base());
 	s->conninfo = strdup(conninfo);
 	s->conns = calloc((size_t)pool_size, sizeof(*s->conns));
 	s->idle = calloc((size_t)pool_size, sizeof(*s->idle));
@@ -1097,6 +1266,15 @@ int tq_store_list_json(struct tq_store *s, const char *status,
 	return rc;
 }
 
+/* A fresh claim token, also as text in tok (24 bytes). */
+static int64_t new_token(struct tq_store *s, char *tok)
+{
+	int64_t t = atomic_fetch_add(&s->next_token, 1);
+
+	snprintf(tok, 24, "%" PRId64, t);
+	return t;
+}
+
 void tq_claim_free(struct tq_claim *c)
 {
 	if (!c)
@@ -1112,10 +1290,11 @@ void tq_claim_free(struct tq_claim *c)
 int tq_store_claim(struct tq_store *s, const char *id, int lease_s,
 		   struct tq_claim *out)
 {
-	const char *params[2];
+	const char *params[4];
 	PGresult *res;
-	char lease[16];
+	char lease[16], tok[24];
 	char uid[37];
+	int64_t token = new_token(s, tok);
 	long attempt, max_attempts, timeout_s;
 	int rc;
 
@@ -1128,7 +1307,9 @@ int tq_store_claim(struct tq_store *s, const char *id, int lease_s,
 		return -EINVAL;
 	params[0] = uid;
 	params[1] = lease;
-	res = store_exec(s, ST_CLAIM, 2, params, &rc);
+	params[2] = tok;
+	params[3] = "pending";
+	res = store_exec(s, ST_CLAIM, 4, params, &rc);
 	if (!res)
 		return rc;
 	if (PQntuples(res) == 0) {
@@ -1146,6 +1327,7 @@ int tq_store_claim(struct tq_store *s, const char *id, int lease_s,
 	out->payload = dup_value(res, 0, 1);
 	out->queue = dup_value(res, 0, 2);
 	out->attempt = (int)attempt;
+	out->token = token;
 	out->max_attempts = (int)max_attempts;
 	out->timeout_s = (int)timeout_s;
 	if (!out->type || !out->payload || !out->queue) {
@@ -1169,14 +1351,15 @@ static void clean_error(const char *in, char *out, size_t outlen)
 	tq_utf8_clean_copy(in, out, outlen);
 }
 
+/* One fenced outcome: $1-$4 the fence, then p5 and p6 (nparams in all). */
 static int fenced_update(struct tq_store *s, int stmt, const char *id,
-			 int attempt, const char *p3, const char *p4,
-			 int nparams)
+			 int attempt, int64_t token, const char *p5,
+			 const char *p6, int nparams)
 {
-	const char *params[4];
+	const char *params[6];
 	PGresult *res;
 	char uid[37];
-	char att[16];
+	char att[16], tok[24];
 	char *end;
 	long n;
 	int rc;
@@ -1185,10 +1368,13 @@ static int fenced_update(struct tq_store *s, int stmt, const char *id,
 		return -ENOENT;
 	if (snprintf(att, sizeof(att), "%d", attempt) >= (int)sizeof(att))
 		return -EINVAL;
+	snprintf(tok, sizeof(tok), "%" PRId64, token);
 	params[0] = uid;
-	params[1] = att;
-	params[2] = p3;
-	params[3] = p4;
+	params[1] = "running";
+	params[2] = att;
+	params[3] = tok;
+	params[4] = p5;
+	params[5] = p6;
 	res = store_exec(s, stmt, nparams, params, &rc);
 	if (!res)
 		return rc;
@@ -1203,13 +1389,13 @@ static int fenced_update(struct tq_store *s, int stmt, const char *id,
 }
 
 int tq_store_complete(struct tq_store *s, const char *id, int attempt,
-		      const char *result_json)
+		      int64_t token, const char *result_json)
 {
-	return fenced_update(s, ST_COMPLETE, id, attempt, result_json, NULL, 3);
+	return fenced_update(s, ST_COMPLETE, id, attempt, token, result_json, NULL, 5);
 }
 
 int tq_store_retry(struct tq_store *s, const char *id, int attempt,
-		   int64_t delay_ms, const char *error)
+		   int64_t token, int64_t delay_ms, const char *error)
 {
 	char msg[TQ_ERROR_MAX + 1];
 	char delay[32];
@@ -1222,16 +1408,16 @@ int tq_store_retry(struct tq_store *s, const char *id, int attempt,
 	    (int)sizeof(delay))
 		return -EINVAL;
 	clean_error(error, msg, sizeof(msg));
-	return fenced_update(s, ST_RETRY, id, attempt, delay, msg, 4);
+	return fenced_update(s, ST_RETRY, id, attempt, token, delay, msg, 6);
 }
 
 int tq_store_fail(struct tq_store *s, const char *id, int attempt,
-		  const char *error)
+		  int64_t token, const char *error)
 {
 	char msg[TQ_ERROR_MAX + 1];
 
 	clean_error(error, msg, sizeof(msg));
-	return fenced_update(s, ST_FAIL, id, attempt, msg, NULL, 3);
+	return fenced_update(s, ST_FAIL, id, attempt, token, msg, NULL, 5);
 }
 
 int tq_store_promote_due(struct tq_store *s, int limit, tq_store_ready_fn cb,
@@ -1297,66 +1483,12 @@ out:
 
 /* --- recovery: heartbeat, rescue, reconcile, cancel, release ---------- */
 
-/* A growing text buffer for array literals; on allocation failure it
- * turns into an error that tb_take() reports. */
-struct textbuf {
-	char *p;
-	size_t len, cap;
-	bool failed;
-};
-
-static void tb_putn(struct textbuf *b, const char *s, size_t n)
-{
-	if (b->failed)
-		return;
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 256;
-		char *p;
-
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		p = realloc(b->p, cap);
-		if (!p) {
-			b->failed = true;
-			return;
-		}
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-static void tb_puts(struct textbuf *b, const char *s)
-{
-	tb_putn(b, s, strlen(s));
-}
-
-/* An element of a text[] literal: double-quoted, \ and " escaped. */
-static void tb_put_quoted(struct textbuf *b, const char *s)
-{
-	tb_putn(b, "\"", 1);
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			tb_putn(b, "\\", 1);
-		tb_putn(b, s, 1);
-	}
-	tb_putn(b, "\"", 1);
-}
-
-static void tb_free(struct textbuf *b)
-{
-	free(b->p);
-	b->p = NULL;
-}
-
 int tq_store_heartbeat(struct tq_store *s, const struct tq_lease *leases, size_t n,
 		       int lease_s, tq_store_lease_fn cb, void *arg)
 {
-	struct textbuf ids = {0}, atts = {0}, progs = {0}, msgs = {0};
-	const char *params[5];
-	char lease[16], num[16], msg[TQ_ERROR_MAX + 1];
+	struct textbuf ids = {0}, atts = {0}, progs = {0}, msgs = {0}, toks = {0};
+	const char *params[7];
+	char lease[16], num[24], msg[TQ_ERROR_MAX + 1];
 	PGresult *res = NULL;
 	int rc, rows;
 
@@ -1372,9 +1504,12 @@ int tq_store_heartbeat(struct tq_store *s, const struct tq_lease *leases, size_t
 		tb_puts(&atts, atts.len ? "," : "{");
 		tb_puts(&progs, progs.len ? "," : "{");
 		tb_puts(&msgs, msgs.len ? "," : "{");
+		tb_puts(&toks, toks.len ? "," : "{");
 		tb_puts(&ids, uid);
 		snprintf(num, sizeof(num), "%d", leases[i].attempt);
 		tb_puts(&atts, num);
+		snprintf(num, sizeof(num), "%" PRId64, leases[i].token);
+		tb_puts(&toks, num);
 		if (leases[i].progress >= 0 && leases[i].progress <= 100) {
 			snprintf(num, sizeof(num), "%d", leases[i].progress);
 			tb_puts(&progs, num);
@@ -1396,7 +1531,8 @@ int tq_store_heartbeat(struct tq_store *s, const struct tq_lease *leases, size_t
 	tb_puts(&atts, "}");
 	tb_puts(&progs, "}");
 	tb_puts(&msgs, "}");
-	if (ids.failed || atts.failed || progs.failed || msgs.failed) {
+	tb_puts(&toks, "}");
+	if (ids.failed || atts.failed || progs.failed || msgs.failed || toks.failed) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -1405,7 +1541,9 @@ int tq_store_heartbeat(struct tq_store *s, const struct tq_lease *leases, size_t
 	params[2] = lease;
 	params[3] = progs.p;
 	params[4] = msgs.p;
-	res = store_exec(s, ST_HEARTBEAT, 5, params, &rc);
+	params[5] = toks.p;
+	params[6] = "running";
+	res = store_exec(s, ST_HEARTBEAT, 7, params, &rc);
 	if (!res)
 		goto out;
 	rows = PQntuples(res);
@@ -1418,6 +1556,7 @@ out:
 	tb_free(&atts);
 	tb_free(&progs);
 	tb_free(&msgs);
+	tb_free(&toks);
 	return rc;
 }
 
@@ -1511,10 +1650,10 @@ int tq_store_cancel(struct tq_store *s, const char *id, char **job_json)
 }
 
 int tq_store_release(struct tq_store *s, const char *id, int attempt,
-		     tq_store_ready_fn cb, void *arg)
+		     int64_t token, tq_store_ready_fn cb, void *arg)
 {
-	const char *params[2];
-	char uid[37], att[16];
+	const char *params[4];
+	char uid[37], att[16], tok[24];
 	PGresult *res;
 	long prio;
 	int rc;
@@ -1522,9 +1661,12 @@ int tq_store_release(struct tq_store *s, const char *id, int attempt,
 	if (!norm_uuid(id, uid))
 		return -ENOENT;
 	snprintf(att, sizeof(att), "%d", attempt);
+	snprintf(tok, sizeof(tok), "%" PRId64, token);
 	params[0] = uid;
-	params[1] = att;
-	res = store_exec(s, ST_RELEASE, 2, params, &rc);
+	params[1] = "running";
+	params[2] = att;
+	params[3] = tok;
+	res = store_exec(s, ST_RELEASE, 4, params, &rc);
 	if (!res)
 		return rc;
 	if (PQntuples(res) != 1) {
@@ -1624,9 +1766,10 @@ int tq_store_claim_many(struct tq_store *s, char (*ids)[37], size_t n, int lease
 			struct tq_claim *out, size_t *nclaimed)
 {
 	struct textbuf arr = {0};
-	const char *params[2];
-	char lease[16];
+	const char *params[4];
+	char lease[16], tok[24];
 	PGresult *res = NULL;
+	int64_t token;
 	int rc, rows;
 
 	*nclaimed = 0;
@@ -1646,9 +1789,12 @@ int tq_store_claim_many(struct tq_store *s, char (*ids)[37], size_t n, int lease
 		goto out;
 	}
 	snprintf(lease, sizeof(lease), "%d", lease_s > 0 ? lease_s : 1);
+	token = new_token(s, tok);
 	params[0] = arr.p;
 	params[1] = lease;
-	res = store_exec(s, ST_CLAIM_MANY, 2, params, &rc);
+	params[2] = tok;
+	params[3] = "pending";
+	res = store_exec(s, ST_CLAIM_MANY, 4, params, &rc);
 	if (!res)
 		goto out;
 	rows = PQntuples(res);
@@ -1665,6 +1811,7 @@ int tq_store_claim_many(struct tq_store *s, char (*ids)[37], size_t n, int lease
 		c->payload = dup_value(res, i, 2);
 		c->queue = dup_value(res, i, 3);
 		c->attempt = (int)attempt;
+		c->token = token;
 		c->max_attempts = (int)max_attempts;
 		c->timeout_s = (int)timeout_s;
 		if (!c->type || !c->payload || !c->queue) {
@@ -1685,10 +1832,10 @@ out:
 int tq_store_complete_many(struct tq_store *s, const struct tq_done *done, size_t n,
 			   bool *written)
 {
-	struct textbuf ids = {0}, atts = {0}, results = {0};
-	const char *params[3];
+	struct textbuf ids = {0}, atts = {0}, results = {0}, toks = {0};
+	const char *params[5];
 	PGresult *res = NULL;
-	char num[16];
+	char num[24];
 	int rc, rows;
 
 	for (size_t i = 0; i < n; i++) {
@@ -1696,9 +1843,12 @@ int tq_store_complete_many(struct tq_store *s, const struct tq_done *done, size_
 		tb_puts(&ids, i ? "," : "{");
 		tb_puts(&atts, i ? "," : "{");
 		tb_puts(&results, i ? "," : "{");
+		tb_puts(&toks, i ? "," : "{");
 		tb_puts(&ids, done[i].id);
 		snprintf(num, sizeof(num), "%d", done[i].attempt);
 		tb_puts(&atts, num);
+		snprintf(num, sizeof(num), "%" PRId64, done[i].token);
+		tb_puts(&toks, num);
 		if (done[i].result)
 			tb_put_quoted(&results, done[i].result);
 		else
@@ -1709,14 +1859,17 @@ int tq_store_complete_many(struct tq_store *s, const struct tq_done *done, size_
 	tb_puts(&ids, "}");
 	tb_puts(&atts, "}");
 	tb_puts(&results, "}");
-	if (ids.failed || atts.failed || results.failed) {
+	tb_puts(&toks, "}");
+	if (ids.failed || atts.failed || results.failed || toks.failed) {
 		rc = -ENOMEM;
 		goto out;
 	}
 	params[0] = ids.p;
 	params[1] = atts.p;
 	params[2] = results.p;
-	res = store_exec(s, ST_COMPLETE_MANY, 3, params, &rc);
+	params[3] = toks.p;
+	params[4] = "running";
+	res = store_exec(s, ST_COMPLETE_MANY, 5, params, &rc);
 	if (!res)
 		goto out;
 	rows = PQntuples(res);
@@ -1736,5 +1889,6 @@ out:
 	tb_free(&ids);
 	tb_free(&atts);
 	tb_free(&results);
+	tb_free(&toks);
 	return rc;
 }

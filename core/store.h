@@ -61,6 +61,7 @@ struct tq_claim {
 	char *payload;
 	char *queue;
 	int attempt; /* this attempt's number (attempts after the claim) */
+	int64_t token; /* names this claim in the outcome fence */
 	int max_attempts;
 	int timeout_s;
 };
@@ -72,15 +73,19 @@ void tq_claim_free(struct tq_claim *c);
 int tq_store_claim(struct tq_store *store, const char *id, int lease_s,
 		   struct tq_claim *out);
 
-/* running(attempt) -> completed with result (JSON text or NULL). */
+/*
+ * Outcomes are fenced by the claim: they land only while the job is
+ * running the attempt and token of that claim (-ESTALE otherwise).
+ */
+/* running(attempt, token) -> completed with result (JSON text or NULL). */
 int tq_store_complete(struct tq_store *store, const char *id, int attempt,
-		      const char *result_json);
-/* running(attempt) -> scheduled at now() + delay_ms with error_message. */
+		      int64_t token, const char *result_json);
+/* running(attempt, token) -> scheduled at now() + delay_ms with error_message. */
 int tq_store_retry(struct tq_store *store, const char *id, int attempt,
-		   int64_t delay_ms, const char *error);
-/* running(attempt) -> failed with error_message. */
+		   int64_t token, int64_t delay_ms, const char *error);
+/* running(attempt, token) -> failed with error_message. */
 int tq_store_fail(struct tq_store *store, const char *id, int attempt,
-		  const char *error);
+		  int64_t token, const char *error);
 
 /* Called for each job made ready (queue, priority, id). */
 typedef void (*tq_store_ready_fn)(void *arg, const char *queue, int priority,
@@ -101,6 +106,7 @@ int tq_store_next_due_ms(struct tq_store *store, int64_t *ms);
 struct tq_lease {
 	const char *id;
 	int attempt;
+	int64_t token;
 	int progress;                 /* 0-100, or -1: unchanged */
 	const char *progress_message; /* with progress; may be NULL */
 };
@@ -148,7 +154,7 @@ int tq_store_cancel(struct tq_store *store, const char *id, char **job_json);
  * caller dispatches it), or failed/cancelled as a lease expiry would.
  * -ESTALE when the attempt is no longer this node's. */
 int tq_store_release(struct tq_store *store, const char *id, int attempt,
-		     tq_store_ready_fn cb, void *arg);
+		     int64_t token, tq_store_ready_fn cb, void *arg);
 
 /* --- the hot path in batches ---------------------------------------- */
 
@@ -165,7 +171,9 @@ struct tq_inserted {
 int tq_store_insert_many(struct tq_store *store, const struct tq_job_spec *specs,
 			 size_t n, struct tq_inserted *out);
 
-/* Claim the pending jobs among n ids in one statement and one commit.
+/* Claim the pending jobs among n ids in one statement and one commit
+ * that does not wait for the disk (a lost claim costs a re-run; its token
+ * keeps that run's outcome out).
  * out has room for n; *nclaimed of them are filled (free each with
  * tq_claim_free()). */
 int tq_store_claim_many(struct tq_store *store, char (*ids)[37], size_t n,
@@ -175,6 +183,7 @@ int tq_store_claim_many(struct tq_store *store, char (*ids)[37], size_t n,
 struct tq_done {
 	const char *id;
 	int attempt;
+	int64_t token;
 	const char *result; /* JSON text or NULL */
 };
 
@@ -183,5 +192,10 @@ struct tq_done {
  * many were written, or an error (then none was). */
 int tq_store_complete_many(struct tq_store *store, const struct tq_done *done,
 			   size_t n, bool *written);
+
+/* For tests and diagnosis: the plan PostgreSQL uses for the store's
+ * statement name (e.g. "tq_claim_many") on one pooled connection, as
+ * EXPLAIN (COSTS OFF) prints it (malloc'd).  -ENOENT for an unknown name. */
+int tq_store_explain(struct tq_store *store, const char *name, char **plan);
 
 #endif

@@ -51,6 +51,7 @@ struct worker {
 	bool started;
 	uint64_t rng;
 	struct taskq_job *current; /* guarded by pool->lock */
+	int64_t token;             /* current's claim token; same lock */
 };
 
 /* A completed attempt waiting for the completer. */
@@ -59,6 +60,7 @@ struct done_item {
 	char *type;
 	char *result;
 	int attempt;
+	int64_t token;
 	long long duration_ms;
 	int64_t give_up_ms; /* stop retrying the write after this (lease) */
 };
@@ -122,9 +124,10 @@ static int write_failure(struct tq_workers *pool, const struct tq_claim *c,
 
 	for (;;) {
 		if (kind == WRITE_RETRY)
-			r = tq_store_retry(pool->store, c->id, c->attempt, delay_ms, error);
+			r = tq_store_retry(pool->store, c->id, c->attempt, c->token, delay_ms,
+					   error);
 		else
-			r = tq_store_fail(pool->store, c->id, c->attempt, error);
+			r = tq_store_fail(pool->store, c->id, c->attempt, c->token, error);
 		if (r != -EAGAIN || tq_now_ms() >= give_up || atomic_load(&pool->stopping))
 			return r;
 		sleep_ms(OUTCOME_RETRY_MS);
@@ -161,6 +164,7 @@ static int queue_done(struct tq_workers *pool, const struct tq_claim *c, char *r
 	d->type = type;
 	d->result = result;
 	d->attempt = c->attempt;
+	d->token = c->token;
 	d->duration_ms = duration_ms;
 	d->give_up_ms = tq_now_ms() + (int64_t)pool->cfg->lease_s * 1000;
 	pthread_cond_signal(&pool->done_cv);
@@ -199,6 +203,7 @@ static void *completer_main(void *arg)
 		}
 		for (size_t i = 0; i < n; i++)
 			done[i] = (struct tq_done){.id = batch[i].id, .attempt = batch[i].attempt,
+						   .token = batch[i].token,
 						   .result = batch[i].result};
 		for (;;) {
 			r = tq_store_complete_many(pool->store, done, n, written);
@@ -265,6 +270,7 @@ static void run_claimed(struct worker *w, const struct tq_claim *c)
 	} else {
 		pthread_mutex_lock(&pool->lock);
 		w->current = &job;
+		w->token = c->token;
 		pthread_mutex_unlock(&pool->lock);
 
 		outcome = tq_type_run(t, &job);
@@ -348,7 +354,7 @@ struct beat {
 
 /* Tell the handler running job id to stop; pool->lock held.  false when
  * no worker runs that attempt any more (it finished meanwhile). */
-static bool cancel_current(struct tq_workers *pool, const char *id, int attempt,
+static bool cancel_current(struct tq_workers *pool, const char *id, int64_t token,
 			   enum tq_cancel_reason why)
 {
 	bool found = false;
@@ -357,7 +363,7 @@ static bool cancel_current(struct tq_workers *pool, const char *id, int attempt,
 		struct taskq_job *job = pool->w[i].current;
 		int none = TQ_CANCEL_NONE;
 
-		if (job && job->attempt == attempt && strcmp(job->id, id) == 0) {
+		if (job && pool->w[i].token == token && strcmp(job->id, id) == 0) {
 			atomic_compare_exchange_strong(&job->cancelled, &none, (int)why);
 			found = true;
 		}
@@ -390,7 +396,7 @@ static void beat_once(struct tq_workers *pool, struct beat *b)
 
 		snprintf(b->ids[b->n], sizeof(b->ids[0]), "%s", c->id);
 		b->leases[b->n] = (struct tq_lease){.id = b->ids[b->n], .attempt = c->attempt,
-						    .progress = -1};
+						    .token = c->token, .progress = -1};
 		msgs[b->n] = NULL;
 		b->renewed[b->n] = false;
 		b->cancel[b->n] = false;
@@ -407,6 +413,7 @@ static void beat_once(struct tq_workers *pool, struct beat *b)
 		snprintf(b->ids[b->n], sizeof(b->ids[0]), "%s", job->id);
 		l->id = b->ids[b->n];
 		l->attempt = job->attempt;
+		l->token = pool->w[i].token;
 		l->progress = tq_job_take_progress(job, &pct, &msg) ? pct : -1;
 		l->progress_message = msg;
 		msgs[b->n] = msg;
@@ -426,16 +433,16 @@ static void beat_once(struct tq_workers *pool, struct beat *b)
 
 	pthread_mutex_lock(&pool->lock);
 	for (size_t i = 0; i < b->n; i++) {
-		int attempt = b->leases[i].attempt;
+		int64_t token = b->leases[i].token;
 
 		if (b->cancel[i]) {
-			cancel_current(pool, b->ids[i], attempt, TQ_CANCEL_REQUESTED);
+			cancel_current(pool, b->ids[i], token, TQ_CANCEL_REQUESTED);
 		} else if (!b->renewed[i] &&
-			   cancel_current(pool, b->ids[i], attempt, TQ_CANCEL_LEASE_LOST)) {
+			   cancel_current(pool, b->ids[i], token, TQ_CANCEL_LEASE_LOST)) {
 			/* not renewed and still running: the job moved on (a
 			 * rescue); one that finished meanwhile is no news */
 			lf.job_id = b->ids[i];
-			lf.attempt = attempt;
+			lf.attempt = b->leases[i].attempt;
 			tq_logf(TQ_LOG_WARN, &lf, "lease lost; telling the handler to stop");
 		}
 	}
@@ -666,14 +673,14 @@ static void on_released(void *arg, const char *queue, int priority, const char *
 
 /* Hand an attempt back (pending again at once, dispatched); lock held. */
 static void hand_back(struct tq_workers *pool, const char *id, const char *type,
-		      int attempt, const char *what)
+		      int attempt, int64_t token, const char *what)
 {
 	struct tq_log_fields lf = TQ_LOG_FIELDS_INIT;
 
 	lf.job_id = id;
 	lf.type = type;
 	lf.attempt = attempt;
-	if (tq_store_release(pool->store, id, attempt, on_released, pool) == 0)
+	if (tq_store_release(pool->store, id, attempt, token, on_released, pool) == 0)
 		tq_logf(TQ_LOG_WARN, &lf, "%s; handed back", what);
 }
 
@@ -707,7 +714,8 @@ int tq_workers_stop(struct tq_workers *pool, int grace_s)
 	while (pool->runq_len) {
 		struct tq_claim *c = &pool->runq[pool->runq_head];
 
-		hand_back(pool, c->id, c->type, c->attempt, "claimed but not started at shutdown");
+		hand_back(pool, c->id, c->type, c->attempt, c->token,
+			  "claimed but not started at shutdown");
 		tq_claim_free(c);
 		pool->runq_head = (pool->runq_head + 1) % pool->runq_cap;
 		pool->runq_len--;
@@ -731,7 +739,7 @@ int tq_workers_stop(struct tq_workers *pool, int grace_s)
 			if (!job)
 				continue;
 			atomic_store(&job->cancelled, TQ_CANCEL_SHUTDOWN);
-			hand_back(pool, job->id, job->type, job->attempt,
+			hand_back(pool, job->id, job->type, job->attempt, pool->w[i].token,
 				  "still running at the shutdown deadline");
 			abandoned++;
 		}

@@ -348,6 +348,35 @@ static void test_migrate(void **state)
 	assert_int_equal(tq_store_next_due_ms(store, &ms), -ENOENT);
 }
 
+/*
+ * Plans are made once per connection (generic plans), here while the
+ * table is empty.  Every statement that finds rows by id must still be a
+ * primary-key lookup, never a scan of a state's partial index or of the
+ * table: either would grow with the backlog.
+ */
+static void test_plans_by_primary_key(void **state)
+{
+	static const char *const by_id[] = {
+		"tq_claim", "tq_claim_many", "tq_complete", "tq_complete_many",
+		"tq_retry", "tq_fail", "tq_heartbeat", "tq_release", "tq_get",
+		"tq_cancel",
+	};
+	char *plan = NULL;
+
+	(void)state;
+	assert_int_equal(sql_long("SELECT count(*) FROM jobs", NULL), 0);
+	for (size_t i = 0; i < sizeof(by_id) / sizeof(by_id[0]); i++) {
+		assert_int_equal(tq_store_explain(store, by_id[i], &plan), 0);
+		if (!strstr(plan, "jobs_pkey") || strstr(plan, "Seq Scan") ||
+		    strstr(plan, "_pending_idx") || strstr(plan, "_lease_idx") ||
+		    strstr(plan, "_scheduled_idx"))
+			fail_msg("%s is not planned as a primary-key lookup:\n%s", by_id[i], plan);
+		free(plan);
+	}
+	assert_int_equal(tq_store_explain(store, "no_such_statement", &plan), -ENOENT);
+	assert_null(plan);
+}
+
 struct mig_arg {
 	const char *conninfo;
 	int rc;
@@ -672,10 +701,10 @@ static void test_claim_complete(void **state)
 	assert_null(c2.type);
 
 	/* fenced by the attempt */
-	assert_int_equal(tq_store_complete(store, id, 2, "{\"x\":1}"), -ESTALE);
-	assert_int_equal(tq_store_complete(store, id, 0, NULL), -ESTALE);
+	assert_int_equal(tq_store_complete(store, id, 2, c.token, "{\"x\":1}"), -ESTALE);
+	assert_int_equal(tq_store_complete(store, id, 0, c.token, NULL), -ESTALE);
 	assert_status(id, "running");
-	assert_int_equal(tq_store_complete(store, id, c.attempt,
+	assert_int_equal(tq_store_complete(store, id, c.attempt, c.token,
 					   "{\"ok\":true,\"n\":3}"), 0);
 	j = get_job(id);
 	assert_string_equal(jstr(j, "status"), "completed");
@@ -686,15 +715,15 @@ static void test_claim_complete(void **state)
 	assert_true(jnull(j, "lease_expires_at"));
 	cJSON_Delete(j);
 	/* one outcome only */
-	assert_int_equal(tq_store_complete(store, id, c.attempt, "{}"), -ESTALE);
-	assert_int_equal(tq_store_fail(store, id, c.attempt, "late"), -ESTALE);
+	assert_int_equal(tq_store_complete(store, id, c.attempt, c.token, "{}"), -ESTALE);
+	assert_int_equal(tq_store_fail(store, id, c.attempt, c.token, "late"), -ESTALE);
 	assert_int_equal(tq_store_claim(store, id, 5, &c2), -ENOENT);
 	tq_claim_free(&c);
 
 	/* no result */
 	insert_ok(&spec, id2, 1);
 	assert_int_equal(tq_store_claim(store, id2, 5, &c), 0);
-	assert_int_equal(tq_store_complete(store, id2, c.attempt, NULL), 0);
+	assert_int_equal(tq_store_complete(store, id2, c.attempt, c.token, NULL), 0);
 	j = get_job(id2);
 	assert_string_equal(jstr(j, "status"), "completed");
 	assert_true(jnull(j, "result"));
@@ -706,6 +735,92 @@ static void test_claim_complete(void **state)
 	assert_int_equal(tq_store_claim(store,
 					"00000000-0000-4000-8000-000000000000",
 					5, &c), -ENOENT);
+}
+
+/*
+ * A claim does not wait for the disk, so a crash can lose it: the row is
+ * pending again with the attempts it had, and the re-run's claim gets
+ * the same attempt number.  The token of the lost claim must not end the
+ * job that the new claim runs.
+ */
+static void test_lost_claim_fenced(void **state)
+{
+	struct tq_job_spec spec;
+	struct tq_claim c, c2;
+	char id[37];
+
+	(void)state;
+	spec_init(&spec, "lost.claim", "{}");
+	insert_ok(&spec, id, 1);
+	assert_int_equal(tq_store_claim(store, id, 30, &c), 0);
+	assert_int_equal(c.attempt, 1);
+	/* what the row looks like when the claim's commit never reached
+	 * the disk */
+	{
+		char q[256];
+
+		snprintf(q, sizeof(q), "UPDATE jobs SET status = 'pending', attempts = 0, "
+			 "claim_token = NULL, started_at = NULL, lease_expires_at = NULL "
+			 "WHERE id = '%s'", id);
+		sql_exec(q);
+	}
+	assert_int_equal(tq_store_claim(store, id, 30, &c2), 0);
+	assert_int_equal(c2.attempt, 1);
+	assert_true(c2.token != c.token);
+
+	/* the lost claim's run: no lease renewal, no outcome */
+	{
+		struct tq_lease l = {.id = id, .attempt = 1, .token = c.token, .progress = -1};
+
+		assert_int_equal(tq_store_heartbeat(store, &l, 1, 30, NULL, NULL), 0);
+	}
+	assert_int_equal(tq_store_complete(store, id, 1, c.token, "{\"run\":1}"), -ESTALE);
+	assert_int_equal(tq_store_fail(store, id, 1, c.token, "x"), -ESTALE);
+	assert_int_equal(tq_store_retry(store, id, 1, c.token, 0, "x"), -ESTALE);
+	assert_status(id, "running");
+	/* the kept claim's run ends it */
+	assert_int_equal(tq_store_complete(store, id, 1, c2.token, "{\"run\":2}"), 0);
+	assert_int_equal(sql_long("SELECT (result->>'run')::int FROM jobs WHERE id = $1::uuid",
+				  id), 2);
+	tq_claim_free(&c);
+	tq_claim_free(&c2);
+}
+
+/* The batched hot path: one token per claim statement, fenced per row. */
+static void test_claim_complete_many(void **state)
+{
+	struct tq_job_spec spec;
+	struct tq_claim out[3];
+	struct tq_done done[2];
+	char ids[3][37];
+	bool written[2];
+	size_t n = 0;
+
+	(void)state;
+	spec_init(&spec, "many", "{\"k\":1}");
+	for (int i = 0; i < 3; i++)
+		insert_ok(&spec, ids[i], 1);
+	/* the third is no longer pending */
+	assert_int_equal(tq_store_claim(store, ids[2], 30, &out[0]), 0);
+	tq_claim_free(&out[0]);
+	assert_int_equal(tq_store_claim_many(store, ids, 3, 30, out, &n), 0);
+	assert_int_equal(n, 2);
+	assert_true(out[0].token == out[1].token);
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(out[i].attempt, 1);
+		assert_string_equal(out[i].type, "many");
+		assert_status(out[i].id, "running");
+	}
+	done[0] = (struct tq_done){.id = out[0].id, .attempt = 1, .token = out[0].token,
+				   .result = "{\"ok\":1}"};
+	done[1] = (struct tq_done){.id = out[1].id, .attempt = 1, .token = out[1].token + 1};
+	assert_int_equal(tq_store_complete_many(store, done, 2, written), 1);
+	assert_true(written[0]);
+	assert_false(written[1]);
+	assert_status(out[0].id, "completed");
+	assert_status(out[1].id, "running");
+	for (size_t i = 0; i < n; i++)
+		tq_claim_free(&out[i]);
 }
 
 struct promoted {
@@ -743,15 +858,15 @@ static void test_retry_promote(void **state)
 	assert_int_equal(c.attempt, 1);
 	tq_claim_free(&c);
 
-	assert_int_equal(tq_store_retry(store, id, 2, 1500, "nope"), -ESTALE);
-	assert_int_equal(tq_store_retry(store, id, 1, 1500, "boom"), 0);
+	assert_int_equal(tq_store_retry(store, id, 2, c.token, 1500, "nope"), -ESTALE);
+	assert_int_equal(tq_store_retry(store, id, 1, c.token, 1500, "boom"), 0);
 	j = get_job(id);
 	assert_string_equal(jstr(j, "status"), "scheduled");
 	assert_string_equal(jstr(j, "error"), "boom");
 	assert_true(jnull(j, "lease_expires_at"));
 	cJSON_Delete(j);
 	/* fenced: the attempt is over */
-	assert_int_equal(tq_store_complete(store, id, 1, NULL), -ESTALE);
+	assert_int_equal(tq_store_complete(store, id, 1, c.token, NULL), -ESTALE);
 	assert_int_equal(tq_store_claim(store, id, 5, &c), -ENOENT);
 
 	/* not due yet */
@@ -775,8 +890,8 @@ static void test_retry_promote(void **state)
 	/* the next attempt */
 	assert_int_equal(tq_store_claim(store, id, 5, &c), 0);
 	assert_int_equal(c.attempt, 2);
-	assert_int_equal(tq_store_complete(store, id, 1, NULL), -ESTALE);
-	assert_int_equal(tq_store_complete(store, id, 2, NULL), 0);
+	assert_int_equal(tq_store_complete(store, id, 1, c.token, NULL), -ESTALE);
+	assert_int_equal(tq_store_complete(store, id, 2, c.token, NULL), 0);
 	tq_claim_free(&c);
 	assert_status(id, "completed");
 }
@@ -791,10 +906,10 @@ static void test_fail(void **state)
 	spec_init(&spec, "fail.me", "{}");
 	insert_ok(&spec, id, 1);
 	/* not running: nothing to fail */
-	assert_int_equal(tq_store_fail(store, id, 0, "x"), -ESTALE);
+	assert_int_equal(tq_store_fail(store, id, 0, 0, "x"), -ESTALE);
 	assert_int_equal(tq_store_claim(store, id, 5, &c), 0);
-	assert_int_equal(tq_store_fail(store, id, 7, "x"), -ESTALE);
-	assert_int_equal(tq_store_fail(store, id, c.attempt, "fatal: bad input"),
+	assert_int_equal(tq_store_fail(store, id, 7, c.token, "x"), -ESTALE);
+	assert_int_equal(tq_store_fail(store, id, c.attempt, c.token, "fatal: bad input"),
 			 0);
 	j = get_job(id);
 	assert_string_equal(jstr(j, "status"), "failed");
@@ -802,10 +917,10 @@ static void test_fail(void **state)
 	assert_non_null(jstr(j, "completed_at"));
 	assert_true(jnull(j, "lease_expires_at"));
 	cJSON_Delete(j);
-	assert_int_equal(tq_store_fail(store, id, c.attempt, "again"), -ESTALE);
-	assert_int_equal(tq_store_retry(store, id, c.attempt, 0, "again"),
+	assert_int_equal(tq_store_fail(store, id, c.attempt, c.token, "again"), -ESTALE);
+	assert_int_equal(tq_store_retry(store, id, c.attempt, c.token, 0, "again"),
 			 -ESTALE);
-	assert_int_equal(tq_store_complete(store, id, c.attempt, NULL), -ESTALE);
+	assert_int_equal(tq_store_complete(store, id, c.attempt, c.token, NULL), -ESTALE);
 	tq_claim_free(&c);
 	assert_status(id, "failed");
 }
@@ -832,7 +947,7 @@ static void test_error_message_cleaned(void **state)
 	spec_init(&spec, "err.me", "{}");
 	insert_ok(&spec, id, 1);
 	assert_int_equal(tq_store_claim(store, id, 5, &c), 0);
-	assert_int_equal(tq_store_fail(store, id, c.attempt, msg), 0);
+	assert_int_equal(tq_store_fail(store, id, c.attempt, c.token, msg), 0);
 	tq_claim_free(&c);
 	free(msg);
 
@@ -846,7 +961,7 @@ static void test_error_message_cleaned(void **state)
 	/* NULL error: stored as empty text */
 	insert_ok(&spec, id, 1);
 	assert_int_equal(tq_store_claim(store, id, 5, &c), 0);
-	assert_int_equal(tq_store_retry(store, id, c.attempt, 3600 * 1000, NULL),
+	assert_int_equal(tq_store_retry(store, id, c.attempt, c.token, 3600 * 1000, NULL),
 			 0);
 	tq_claim_free(&c);
 	assert_status(id, "scheduled");
@@ -868,10 +983,10 @@ static void test_bad_uuid(void **state)
 		assert_int_equal(tq_store_get_json(store, bad[i], &json), -ENOENT);
 		assert_null(json);
 		assert_int_equal(tq_store_claim(store, bad[i], 5, &c), -ENOENT);
-		assert_int_equal(tq_store_complete(store, bad[i], 1, NULL),
+		assert_int_equal(tq_store_complete(store, bad[i], 1, 0, NULL),
 				 -ENOENT);
-		assert_int_equal(tq_store_retry(store, bad[i], 1, 0, "x"), -ENOENT);
-		assert_int_equal(tq_store_fail(store, bad[i], 1, "x"), -ENOENT);
+		assert_int_equal(tq_store_retry(store, bad[i], 1, 0, 0, "x"), -ENOENT);
+		assert_int_equal(tq_store_fail(store, bad[i], 1, 0, "x"), -ENOENT);
 	}
 	assert_int_equal(tq_store_get_json(store, NULL, &json), -ENOENT);
 	/* upper case is a valid spelling of the same id */
@@ -1203,11 +1318,14 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_open_closed_port),
 		cmocka_unit_test(test_migrate),
+		cmocka_unit_test(test_plans_by_primary_key),
 		cmocka_unit_test(test_migrate_concurrent),
 		cmocka_unit_test(test_insert_get),
 		cmocka_unit_test(test_insert_scheduled),
 		cmocka_unit_test(test_list),
 		cmocka_unit_test(test_claim_complete),
+		cmocka_unit_test(test_lost_claim_fenced),
+		cmocka_unit_test(test_claim_complete_many),
 		cmocka_unit_test(test_retry_promote),
 		cmocka_unit_test(test_fail),
 		cmocka_unit_test(test_error_message_cleaned),

@@ -162,11 +162,11 @@ static void test_heartbeat_renews_and_reports_cancel(void **state)
 	submit(idb, 3);
 	claim(ida, 2, &a);
 	claim(idb, 2, &b);
-	l[0] = (struct tq_lease){.id = ida, .attempt = 1, .progress = 40,
+	l[0] = (struct tq_lease){.id = ida, .attempt = 1, .token = a.token, .progress = 40,
 				 .progress_message = "copying \"x\" \\ y"};
-	l[1] = (struct tq_lease){.id = idb, .attempt = 1, .progress = -1};
+	l[1] = (struct tq_lease){.id = idb, .attempt = 1, .token = b.token, .progress = -1};
 	/* a stale attempt of a is not renewed */
-	l[2] = (struct tq_lease){.id = ida, .attempt = 7, .progress = 99};
+	l[2] = (struct tq_lease){.id = ida, .attempt = 7, .token = a.token, .progress = 99};
 	{
 		char *json = NULL;
 
@@ -188,10 +188,10 @@ static void test_heartbeat_renews_and_reports_cancel(void **state)
 	       ida, "t");
 
 	/* a cancelled running job: a retry outcome ends it cancelled */
-	assert_int_equal(tq_store_retry(store, idb, 1, 0, "stopped"), 0);
+	assert_int_equal(tq_store_retry(store, idb, 1, b.token, 0, "stopped"), 0);
 	expect("SELECT status || ' ' || error_message FROM jobs WHERE id = $1::uuid", idb,
 	       "cancelled cancelled");
-	assert_int_equal(tq_store_complete(store, ida, 1, NULL), 0);
+	assert_int_equal(tq_store_complete(store, ida, 1, a.token, NULL), 0);
 	tq_claim_free(&a);
 	tq_claim_free(&b);
 }
@@ -230,8 +230,8 @@ static void test_rescue_expired_leases(void **state)
 	expect("SELECT completed_at IS NOT NULL FROM jobs WHERE id = $1::uuid", idb, "t");
 	expect("SELECT status FROM jobs WHERE id = $1::uuid", idc, "cancelled");
 	/* the stale worker's late outcome is fenced out */
-	assert_int_equal(tq_store_complete(store, ida, 1, "{}"), -ESTALE);
-	assert_int_equal(tq_store_fail(store, idb, 1, "late"), -ESTALE);
+	assert_int_equal(tq_store_complete(store, ida, 1, a.token, "{}"), -ESTALE);
+	assert_int_equal(tq_store_fail(store, idb, 1, b.token, "late"), -ESTALE);
 	/* nothing more to rescue */
 	assert_int_equal(tq_store_rescue(store, 100, 100, 200, NULL, NULL), 0);
 	tq_claim_free(&a);
@@ -303,7 +303,7 @@ static void test_cancel_states(void **state)
 
 	submit(done, 3);
 	claim(done, 5, &c);
-	assert_int_equal(tq_store_complete(store, done, 1, "{\"ok\":1}"), 0);
+	assert_int_equal(tq_store_complete(store, done, 1, c.token, "{\"ok\":1}"), 0);
 	assert_int_equal(tq_store_cancel(store, done, &json), -EALREADY);
 	assert_non_null(strstr(json, "\"completed\""));
 	free(json);
@@ -321,19 +321,19 @@ static void test_release_at_shutdown(void **state)
 	(void)state;
 	submit(id, 3);
 	claim(id, 60, &c);
-	assert_int_equal(tq_store_release(store, id, 1, on_ready, &s), 0);
+	assert_int_equal(tq_store_release(store, id, 1, c.token, on_ready, &s), 0);
 	assert_int_equal(s.n, 1);
 	assert_string_equal(s.ids[0], id);
 	expect("SELECT status || ' ' || (lease_expires_at IS NULL) FROM jobs WHERE id = $1::uuid",
 	       id, "pending true");
 	/* the worker's late outcome loses */
-	assert_int_equal(tq_store_complete(store, id, 1, NULL), -ESTALE);
-	assert_int_equal(tq_store_release(store, id, 1, on_ready, &s), -ESTALE);
+	assert_int_equal(tq_store_complete(store, id, 1, c.token, NULL), -ESTALE);
+	assert_int_equal(tq_store_release(store, id, 1, c.token, on_ready, &s), -ESTALE);
 	tq_claim_free(&c);
 
 	submit(last, 1);
 	claim(last, 60, &c);
-	assert_int_equal(tq_store_release(store, last, 1, on_ready, &s), 0);
+	assert_int_equal(tq_store_release(store, last, 1, c.token, on_ready, &s), 0);
 	assert_int_equal(s.n, 1); /* not dispatched: its attempts are spent */
 	expect("SELECT status FROM jobs WHERE id = $1::uuid", last, "failed");
 	tq_claim_free(&c);
