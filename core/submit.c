@@ -18,6 +18,7 @@ struct pending {
 	struct tq_inserted *out;
 	int rc;
 	bool done;
+	pthread_cond_t cv; /* signalled once done is set */
 	struct pending *next;
 };
 
@@ -26,7 +27,6 @@ struct tq_submit {
 	int max_batch;
 	pthread_mutex_t lock;
 	pthread_cond_t work;  /* submissions arrived, or stopping */
-	pthread_cond_t done;  /* a batch finished */
 	struct pending *head, *tail;
 	bool stopping;
 	int n_threads;
@@ -99,9 +99,11 @@ static void *committer(void *arg)
 		}
 
 		pthread_mutex_lock(&sub->lock);
-		for (size_t i = 0; i < n; i++)
+		/* wake exactly the submitters of this batch */
+		for (size_t i = 0; i < n; i++) {
 			batch[i]->done = true;
-		pthread_cond_broadcast(&sub->done);
+			pthread_cond_signal(&batch[i]->cv);
+		}
 	}
 	pthread_mutex_unlock(&sub->lock);
 	free(batch);
@@ -128,7 +130,6 @@ int tq_submit_start(struct tq_submit **out, struct tq_store *store, int committe
 	}
 	pthread_mutex_init(&sub->lock, NULL);
 	pthread_cond_init(&sub->work, NULL);
-	pthread_cond_init(&sub->done, NULL);
 	for (int i = 0; i < (committers > 0 ? committers : 1); i++) {
 		r = -pthread_create(&sub->threads[i], NULL, committer, sub);
 		if (r)
@@ -154,7 +155,6 @@ void tq_submit_stop(struct tq_submit *sub)
 	for (int i = 0; i < sub->n_threads; i++)
 		pthread_join(sub->threads[i], NULL);
 	pthread_cond_destroy(&sub->work);
-	pthread_cond_destroy(&sub->done);
 	pthread_mutex_destroy(&sub->lock);
 	free(sub->threads);
 	free(sub);
@@ -165,9 +165,11 @@ int tq_submit_one(struct tq_submit *sub, const struct tq_job_spec *spec,
 {
 	struct pending p = {.spec = spec, .out = out, .rc = 0, .done = false};
 
+	pthread_cond_init(&p.cv, NULL);
 	pthread_mutex_lock(&sub->lock);
 	if (sub->stopping) {
 		pthread_mutex_unlock(&sub->lock);
+		pthread_cond_destroy(&p.cv);
 		return -ESHUTDOWN;
 	}
 	if (sub->tail)
@@ -177,7 +179,8 @@ int tq_submit_one(struct tq_submit *sub, const struct tq_job_spec *spec,
 	sub->tail = &p;
 	pthread_cond_signal(&sub->work);
 	while (!p.done)
-		pthread_cond_wait(&sub->done, &sub->lock);
+		pthread_cond_wait(&p.cv, &sub->lock);
 	pthread_mutex_unlock(&sub->lock);
+	pthread_cond_destroy(&p.cv);
 	return p.rc;
 }

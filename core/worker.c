@@ -566,8 +566,10 @@ static void *fetcher_main(void *arg)
 			pool->runq_len++;
 			pool->slots--;
 		}
-		if (claimed)
-			pthread_cond_broadcast(&pool->runnable);
+		/* one worker per claim: a broadcast would wake every idle
+		 * worker for a batch smaller than the pool */
+		for (size_t i = 0; i < claimed; i++)
+			pthread_cond_signal(&pool->runnable);
 		pthread_mutex_unlock(&pool->lock);
 	}
 out:
