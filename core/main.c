@@ -4,10 +4,12 @@
  * Start-up: configuration -> PostgreSQL (waits for it) -> migrations ->
  * plugins -> dispatcher -> scheduler -> workers -> API.  Shutdown runs the
  * same list backwards.  Signals are taken synchronously by the main thread
- * (sigwait); every other thread has them blocked.
+ * (sigtimedwait); every other thread has them blocked.  Between signals
+ * the main thread hands freed memory back to the system.
  */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -32,6 +34,8 @@
 /* Group commit of submissions: committer threads, largest batch. */
 #define SUBMIT_COMMITTERS 1
 #define SUBMIT_BATCH_MAX 256
+/* how often the main thread hands freed memory back to the system */
+#define TRIM_INTERVAL_MS 10000
 
 enum { EXIT_RUNTIME = 1, EXIT_CONFIG = 2 };
 
@@ -197,10 +201,18 @@ static int run(const struct tq_config *cfg)
 	tq_info("listening on http://%s:%d", cfg->listen_host, cfg->listen_port);
 
 	for (;;) {
-		int sig = 0;
+		int sig = wait_signal(&sigs, TRIM_INTERVAL_MS);
 
-		if (sigwait(&sigs, &sig) != 0)
+		if (sig == 0) {
+			/*
+			 * glibc keeps what the threads freed in their arenas:
+			 * after a burst of large batch requests that is tens of
+			 * MiB nobody uses.  Hand it back, so that the resident
+			 * size follows the load instead of its high-water mark.
+			 */
+			malloc_trim(0);
 			continue;
+		}
 		if (sig == SIGHUP) {
 			tq_info("SIGHUP: reloading plugins");
 			r = tq_plugins_load(plugins);

@@ -12,8 +12,8 @@
 # process isolation for the isolation scenario, stops it, prints the table
 # and writes BUILDDIR/bench-results.json.  Everything stays on 127.0.0.1.
 #
-# Knobs (environment): BENCH_PORT (28580), BENCH_WORKERS (8),
-# BENCH_POOL_SIZE (16), BENCH_API_THREADS (16), BENCH_CONNECTIONS (32),
+# Knobs (environment): BENCH_PORT (28580), BENCH_WORKERS (32),
+# BENCH_POOL_SIZE (16), BENCH_API_THREADS (32), BENCH_CONNECTIONS (32),
 # BENCH_MEM_LIMIT_S (180: the longest the 1,000,000-job run may submit),
 # BENCH_PROFILE_JOBS (30000).
 set -euo pipefail
@@ -42,9 +42,9 @@ pg_port=${TASKQ_PG_PORT:-15432}
 redis_port=${TASKQ_REDIS_PORT:-16379}
 pgbin=${TASKQ_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
 port=${BENCH_PORT:-28580}
-workers=${BENCH_WORKERS:-8}
+workers=${BENCH_WORKERS:-32}
 pool=${BENCH_POOL_SIZE:-16}
-api_threads=${BENCH_API_THREADS:-16}
+api_threads=${BENCH_API_THREADS:-32}
 conns=${BENCH_CONNECTIONS:-32}
 mem_limit=${BENCH_MEM_LIMIT_S:-180}
 profile_jobs=${BENCH_PROFILE_JOBS:-30000}
