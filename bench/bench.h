@@ -63,5 +63,9 @@ double tq_bench_pct(const double *sorted, size_t n, double q);
 
 /* Print the table of the merged results and return 0. */
 int tq_report_print(const cJSON *all);
+/* How many scenarios did not work (jobs lost, not finished, a counter not
+ * read), each told on stderr.  Targets missed are not failures: they are
+ * read in the table. */
+int tq_report_check(const cJSON *all);
 
 #endif

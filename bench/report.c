@@ -249,3 +249,55 @@ int tq_report_print(const cJSON *all)
 	printf("\n");
 	return 0;
 }
+
+/* One scenario that ran jobs: every job accepted, stored and finished. */
+static int check_jobs(const cJSON *all, const char *key, bool finished_key)
+{
+	char path[96];
+	double jobs, accepted, done;
+	const cJSON *sc = cJSON_GetObjectItemCaseSensitive(all, key);
+
+	if (!sc)
+		return 0;
+	if (cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(sc, "available"))) {
+		fprintf(stderr, "bench: %s: the endpoint is not available\n", key);
+		return 1;
+	}
+	snprintf(path, sizeof(path), "%s.jobs", key);
+	jobs = num(all, path);
+	snprintf(path, sizeof(path), "%s.accepted", key);
+	accepted = num(all, path);
+	snprintf(path, sizeof(path), finished_key ? "%s.completed" : "%s.submit_to_start_ms.n",
+		 key);
+	done = num(all, path);
+	if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(sc, "drained")) || isnan(jobs) ||
+	    accepted != jobs || done != jobs) {
+		fprintf(stderr, "bench: %s: %.0f jobs, %.0f accepted, %.0f finished%s\n", key,
+			jobs, accepted, done,
+			cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(sc, "drained"))
+				? "" : ", not drained");
+		return 1;
+	}
+	return 0;
+}
+
+int tq_report_check(const cJSON *all)
+{
+	int broken = 0;
+
+	broken += check_jobs(all, "burst", true);
+	broken += check_jobs(all, "bulk", true);
+	broken += check_jobs(all, "burst_process", true);
+	broken += check_jobs(all, "steady", false);
+	broken += check_jobs(all, "idle", false);
+	if (has(all, "idlecost") && (isnan(num(all, "idlecost.pg_xacts_per_s")) ||
+				     isnan(num(all, "idlecost.redis_cmds_per_s")))) {
+		fprintf(stderr, "bench: idlecost: a counter could not be read\n");
+		broken++;
+	}
+	if (has(all, "memory") && isnan(num(all, "memory.rss_after_kib"))) {
+		fprintf(stderr, "bench: memory: no resident size after the run\n");
+		broken++;
+	}
+	return broken;
+}

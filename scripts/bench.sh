@@ -166,6 +166,10 @@ write_conf thread "$work/thread.conf"
 write_conf process "$work/process.conf"
 env "${unset_args[@]}" "$taskqd" -c "$work/thread.conf" migrate >>"$work/taskqd.log" 2>&1 ||
 	{ tail -n 20 "$work/taskqd.log" >&2; exit 1; }
+# the new database's catalogs, vacuumed now rather than by autovacuum in
+# the middle of a scenario (the idle window counts the database's
+# transactions)
+psql_q -d "$db" -c "VACUUM ANALYZE" >/dev/null
 
 common=(--url "http://127.0.0.1:$port" --pg "$pg_url" --pg-admin "$admin_url"
 	--dbname "$db" --redis-port "$redis_port" --pg-pid "$pg_pid"
