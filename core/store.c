@@ -38,6 +38,7 @@
 #include <uuid/uuid.h>
 #include <cjson/cJSON.h>
 
+#include "ids.h"
 #include "job.h"
 #include "log.h"
 #include "migrations.h"
@@ -1126,7 +1127,6 @@ int tq_store_insert(struct tq_store *s, const struct tq_job_spec *spec,
 	char prio[16], attempts[16], timeout[16], delay[32], run_at[32];
 	const char *params[9];
 	PGresult *res = NULL;
-	uuid_t uu;
 	char id[37];
 	int rc;
 
@@ -1136,8 +1136,7 @@ int tq_store_insert(struct tq_store *s, const struct tq_job_spec *spec,
 	    spec->priority < TQ_PRIORITY_MIN || spec->priority > TQ_PRIORITY_MAX ||
 	    spec->max_attempts < 1 || spec->timeout_s < 1)
 		return -EINVAL;
-	uuid_generate_random(uu);
-	uuid_unparse_lower(uu, id);
+	tq_id_new(id);
 	if (snprintf(prio, sizeof(prio), "%d", spec->priority) >= (int)sizeof(prio) ||
 	    snprintf(attempts, sizeof(attempts), "%d", spec->max_attempts) >=
 		    (int)sizeof(attempts) ||
@@ -1699,7 +1698,6 @@ int tq_store_insert_many(struct tq_store *s, const struct tq_job_spec *specs,
 	for (size_t i = 0; i < n; i++) {
 		const struct tq_job_spec *sp = &specs[i];
 		cJSON *o = cJSON_CreateObject();
-		uuid_t uu;
 
 		if (!o || !cJSON_AddItemToArray(arr, o))
 			goto out;
@@ -1709,8 +1707,7 @@ int tq_store_insert_many(struct tq_store *s, const struct tq_job_spec *specs,
 			rc = -EINVAL;
 			goto out;
 		}
-		uuid_generate_random(uu);
-		uuid_unparse_lower(uu, out[i].id);
+		tq_id_new(out[i].id);
 		if (!cJSON_AddStringToObject(o, "id", out[i].id) ||
 		    !cJSON_AddStringToObject(o, "type", sp->type) ||
 		    !cJSON_AddItemToObject(o, "payload", cJSON_CreateRaw(sp->payload)) ||
