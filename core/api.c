@@ -34,6 +34,7 @@
 
 #include "config.h"
 #include "dispatch.h"
+#include "json_int.h"
 #include "log.h"
 #include "plugin_host.h"
 #include "queue.h"
@@ -670,10 +671,10 @@ static char *new_job_json(const struct tq_job_spec *spec, const struct tq_insert
 	    cJSON_AddItemToObject(o, "payload", cJSON_CreateRaw(spec->payload)) &&
 	    cJSON_AddStringToObject(o, "status", ins->pending ? "pending" : "scheduled") &&
 	    cJSON_AddStringToObject(o, "queue", spec->queue) &&
-	    cJSON_AddNumberToObject(o, "priority", spec->priority) &&
-	    cJSON_AddNumberToObject(o, "attempts", 0) &&
-	    cJSON_AddNumberToObject(o, "max_attempts", spec->max_attempts) &&
-	    cJSON_AddNumberToObject(o, "timeout_s", spec->timeout_s) &&
+	    tq_json_add_int(o, "priority", spec->priority) &&
+	    tq_json_add_int(o, "attempts", 0) &&
+	    tq_json_add_int(o, "max_attempts", spec->max_attempts) &&
+	    tq_json_add_int(o, "timeout_s", spec->timeout_s) &&
 	    cJSON_AddNullToObject(o, "error") && cJSON_AddNullToObject(o, "result") &&
 	    cJSON_AddNullToObject(o, "progress") &&
 	    cJSON_AddNullToObject(o, "progress_message") &&
@@ -792,7 +793,7 @@ static enum MHD_Result handle_batch(struct tq_api *api, struct MHD_Connection *c
 			cJSON_AddItemToArray(ids, cJSON_CreateString(ins[i].id));
 	}
 	if (out)
-		cJSON_AddNumberToObject(out, "count", (double)n);
+		tq_json_add_int(out, "count", (long long)n);
 	text = out ? cJSON_PrintUnformatted(out) : NULL;
 	if (!text) {
 		ret = MHD_NO;

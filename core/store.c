@@ -40,6 +40,7 @@
 
 #include "ids.h"
 #include "job.h"
+#include "json_int.h"
 #include "log.h"
 #include "migrations.h"
 #include "store.h"
@@ -1712,15 +1713,15 @@ int tq_store_insert_many(struct tq_store *s, const struct tq_job_spec *specs,
 		    !cJSON_AddStringToObject(o, "type", sp->type) ||
 		    !cJSON_AddItemToObject(o, "payload", cJSON_CreateRaw(sp->payload)) ||
 		    !cJSON_AddStringToObject(o, "queue", sp->queue ? sp->queue : "default") ||
-		    !cJSON_AddNumberToObject(o, "priority", sp->priority) ||
-		    !cJSON_AddNumberToObject(o, "max_attempts", sp->max_attempts) ||
-		    !cJSON_AddNumberToObject(o, "timeout_s", sp->timeout_s))
+		    !tq_json_add_int(o, "priority", sp->priority) ||
+		    !tq_json_add_int(o, "max_attempts", sp->max_attempts) ||
+		    !tq_json_add_int(o, "timeout_s", sp->timeout_s))
 			goto out;
 		if (sp->has_delay &&
-		    !cJSON_AddNumberToObject(o, "delay_ms", (double)sp->delay_ms))
+		    !tq_json_add_int(o, "delay_ms", sp->delay_ms))
 			goto out;
 		if (!sp->has_delay && sp->has_run_at &&
-		    !cJSON_AddNumberToObject(o, "run_at_ms", (double)sp->run_at_ms))
+		    !tq_json_add_int(o, "run_at_ms", sp->run_at_ms))
 			goto out;
 	}
 	text = cJSON_PrintUnformatted(arr);
