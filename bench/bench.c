@@ -648,7 +648,7 @@ static cJSON *scenario_idlecost(struct ctx *x)
 	struct tq_redis_idle ri;
 	long long x0 = 0, x1 = 0;
 	char err[256];
-	double t0, t1, settle = x->o.quick ? 2.5 : 11.0;
+	double t0, t1, settle = 11.0;
 	PGresult *res;
 	int r0, r1, rr;
 
