@@ -19,6 +19,9 @@
 
 #define BATCH_MAX 512
 #define RETRY_WAIT_MS 200
+/* entries consumed before the rest moves back to the front of the buffer;
+ * also the size the buffer shrinks back to once it drains */
+#define COMPACT_AT 4096
 
 struct entry {
 	char id[37];
@@ -32,8 +35,12 @@ struct tq_dispatch {
 	pthread_mutex_t lock;
 	pthread_cond_t wake;   /* work arrived or stopping */
 	pthread_cond_t idle;   /* the buffer drained */
-	struct entry *buf;     /* FIFO: [head, head + count) */
-	size_t head, count, cap;
+	/* FIFO: [head, head + count) in alloc entries, moved back to the
+	 * front as it is consumed; the buffer grows with a backlog up to cap
+	 * (7 MiB at 65,536 ids) and shrinks back once it drains, so that
+	 * taskqd's memory follows the backlog, not the ids ever pushed */
+	struct entry *buf;
+	size_t head, count, alloc, cap;
 	size_t max_buffered;
 	size_t in_flight;      /* taken by the thread, not yet sent */
 	unsigned long long dropped;
@@ -51,15 +58,64 @@ static void deadline_after(struct timespec *ts, int ms)
 	}
 }
 
+/* Move the entries to start at index to; lock held. */
+static void move_to(struct tq_dispatch *d, size_t to)
+{
+	memmove(d->buf + to, d->buf + d->head, d->count * sizeof(*d->buf));
+	d->head = to;
+}
+
+/* Room for at least want entries (up to cap); false when there is none.
+ * The entries keep their indexes.  Lock held. */
+static bool reserve(struct tq_dispatch *d, size_t want)
+{
+	size_t n = d->alloc;
+	struct entry *p;
+
+	if (want <= d->alloc)
+		return true;
+	if (want > d->cap)
+		return false;
+	while (n < want)
+		n = n * 2 < d->cap ? n * 2 : d->cap;
+	p = realloc(d->buf, n * sizeof(*p));
+	if (!p)
+		return false;
+	d->buf = p;
+	d->alloc = n;
+	return true;
+}
+
+/* Drained: give a buffer a backlog made large back; lock held. */
+static void shrink(struct tq_dispatch *d)
+{
+	struct entry *p;
+
+	if (d->count || d->alloc <= COMPACT_AT)
+		return;
+	p = realloc(d->buf, COMPACT_AT * sizeof(*p));
+	if (p) {
+		d->buf = p;
+		d->alloc = COMPACT_AT;
+	}
+}
+
 /* Take up to BATCH_MAX entries off the front; lock held. */
 static size_t take(struct tq_dispatch *d, struct entry *out)
 {
 	size_t n = d->count < BATCH_MAX ? d->count : BATCH_MAX;
 
-	for (size_t i = 0; i < n; i++)
-		out[i] = d->buf[(d->head + i) % d->cap];
-	d->head = (d->head + n) % d->cap;
+	memcpy(out, d->buf + d->head, n * sizeof(*out));
+	d->head += n;
 	d->count -= n;
+	/* at most as many entries move as were consumed since the last
+	 * move: the cost per entry stays constant */
+	if (d->count == 0) {
+		d->head = 0;
+		shrink(d);
+	} else if (d->head >= COMPACT_AT && d->head >= d->count) {
+		move_to(d, 0);
+	}
 	d->in_flight = n;
 	return n;
 }
@@ -73,11 +129,15 @@ static void put_back(struct tq_dispatch *d, const struct entry *e, size_t n)
 		d->dropped += n - room;
 		n = room;
 	}
-	for (size_t i = n; i-- > 0;) {
-		d->head = (d->head + d->cap - 1) % d->cap;
-		d->buf[d->head] = e[i];
-		d->count++;
+	while (n && !reserve(d, d->count + n)) {
+		d->dropped++; /* no memory: the reconciler finds them */
+		n--;
 	}
+	if (d->head < n)
+		move_to(d, n);
+	d->head -= n;
+	memcpy(d->buf + d->head, e, n * sizeof(*e));
+	d->count += n;
 }
 
 static void *run(void *arg)
@@ -149,7 +209,8 @@ int tq_dispatch_start(struct tq_dispatch **out, const char *redis_url,
 		return -ENOMEM;
 	d->cap = max_buffered ? max_buffered : 1;
 	d->max_buffered = d->cap;
-	d->buf = calloc(d->cap, sizeof(*d->buf));
+	d->alloc = d->cap < COMPACT_AT ? d->cap : COMPACT_AT;
+	d->buf = calloc(d->alloc, sizeof(*d->buf));
 	if (!d->buf) {
 		r = -ENOMEM;
 		snprintf(err, errlen, "out of memory");
@@ -189,7 +250,17 @@ void tq_dispatch_push(struct tq_dispatch *d, const char *queue, int priority,
 		pthread_mutex_unlock(&d->lock);
 		return;
 	}
-	e = &d->buf[(d->head + d->count) % d->cap];
+	if (d->head + d->count == d->alloc) {
+		if (d->head > 0)
+			move_to(d, 0);
+		else if (!reserve(d, d->count + 1)) {
+			d->dropped++;
+			tq_warn("dispatch buffer cannot grow (out of memory); id left to the reconciler");
+			pthread_mutex_unlock(&d->lock);
+			return;
+		}
+	}
+	e = &d->buf[d->head + d->count];
 	snprintf(e->id, sizeof(e->id), "%s", id);
 	snprintf(e->queue, sizeof(e->queue), "%s", queue);
 	e->priority = priority;

@@ -36,6 +36,8 @@
 #define SUBMIT_BATCH_MAX 256
 /* how often the main thread hands freed memory back to the system */
 #define TRIM_INTERVAL_MS 10000
+/* blocks from this size up are mapped on their own (glibc's default start) */
+#define MMAP_THRESHOLD_BYTES (128 * 1024)
 
 enum { EXIT_RUNTIME = 1, EXIT_CONFIG = 2 };
 
@@ -293,6 +295,13 @@ int main(int argc, char **argv)
 	if (!path && access(DEFAULT_CONFIG, F_OK) == 0)
 		path = DEFAULT_CONFIG;
 
+	/*
+	 * Large blocks (batch request bodies, their JSON and results) come
+	 * from mmap and go back to the system when freed.  glibc would
+	 * otherwise raise this threshold after the first such block is freed
+	 * and serve the next ones from the arenas, where they stay resident.
+	 */
+	mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
 	if (tq_config_load(&cfg, path, err, sizeof(err))) {
 		fprintf(stderr, "%s\n", err);
 		return EXIT_CONFIG;

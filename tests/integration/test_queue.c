@@ -171,6 +171,35 @@ static void test_dispatch_delivers_in_order(void **state)
 	tq_queue_close(q);
 }
 
+/*
+ * A long stream that never lets the buffer drain: the dispatcher moves
+ * what is left back to the front of its buffer as it goes (the buffer's
+ * pages follow the backlog), and nothing is lost or reordered.
+ */
+static void test_dispatch_long_stream_in_order(void **state)
+{
+	enum { N = 30000 };
+	struct tq_dispatch *d;
+	struct tq_queue *q = open_queue();
+	char err[256], id[37], got[37];
+
+	(void)state;
+	assert_int_equal(tq_dispatch_start(&d, redis_url, prefix, N, err, sizeof(err)), 0);
+	for (int i = 0; i < N; i++) {
+		make_id(id, 100000 + i);
+		tq_dispatch_push(d, "default", 5, id);
+	}
+	assert_int_equal(tq_dispatch_flush(d, 20000), 0);
+	for (int i = 0; i < N; i++) {
+		make_id(id, 100000 + i);
+		assert_int_equal(tq_queue_pop(q, queues, 1, got), 0);
+		if (strcmp(got, id) != 0)
+			fail_msg("id %d of %d: got %s, want %s", i, N, got, id);
+	}
+	tq_dispatch_stop(d);
+	tq_queue_close(q);
+}
+
 static int servers(const char *what)
 {
 	const char *script = getenv("TASKQ_TEST_SERVERS");
@@ -226,6 +255,7 @@ int main(void)
 		cmocka_unit_test(test_other_queue_not_taken),
 		cmocka_unit_test(test_interrupt_wakes_blocked_pop),
 		cmocka_unit_test(test_dispatch_delivers_in_order),
+		cmocka_unit_test(test_dispatch_long_stream_in_order),
 		cmocka_unit_test(test_survives_redis_restart),
 	};
 	return cmocka_run_group_tests(tests, group_setup, NULL);
