@@ -235,7 +235,8 @@ static const struct stmt stmts[ST_COUNT] = {
 	/*
 	 * Renew the leases of a node's running attempts and store their
 	 * progress: $1 ids, $2 attempts, $3 lease seconds, $4 progress (NULL:
-	 * unchanged), $5 progress messages, $6 claim tokens, $7 "running".  A lease is never renewed past
+	 * unchanged), $5 progress messages, $6 claim tokens, $7 "running".
+	 * A lease is never renewed past
 	 * the attempt's timeout plus one lease, so a hung handler loses it.
 	 */
 	[ST_HEARTBEAT] = {"tq_heartbeat",
@@ -531,18 +532,22 @@ static void conn_check_idle(struct store_conn *c)
 	}
 }
 
-static int conn_prepare(struct store_conn *c, int id)
+/* Prepare statement id on c.  0, or -1 with the failed result in *failed
+ * (the caller PQclear()s it) when failed is not NULL. */
+static int conn_prepare(struct store_conn *c, int id, PGresult **failed)
 {
-	PGresult *res;
-	int rc = 0;
+	PGresult *res = PQprepare(c->pg, stmts[id].name, stmts[id].sql, 0, NULL);
 
-	res = PQprepare(c->pg, stmts[id].name, stmts[id].sql, 0, NULL);
-	if (PQresultStatus(res) == PGRES_COMMAND_OK)
+	if (PQresultStatus(res) == PGRES_COMMAND_OK) {
 		c->prepared |= 1u << id;
+		PQclear(res);
+		return 0;
+	}
+	if (failed)
+		*failed = res;
 	else
-		rc = -1;
-	PQclear(res);
-	return rc;
+		PQclear(res);
+	return -1;
 }
 
 static int conn_connect(struct tq_store *s, struct store_conn *c,
@@ -586,7 +591,7 @@ static int conn_connect(struct tq_store *s, struct store_conn *c,
 	/* statements on tables that do not exist yet are prepared on
 	 * first use */
 	for (i = 0; i < ST_COUNT; i++) {
-		if (conn_prepare(c, i) < 0 && !conn_ok(c)) {
+		if (conn_prepare(c, i, NULL) < 0 && !conn_ok(c)) {
 			trim_msg(PQerrorMessage(c->pg), why, whylen);
 			conn_drop(c);
 			return -EAGAIN;
@@ -684,6 +689,20 @@ static int classify(struct tq_store *s, struct store_conn *c,
 	return -EIO;
 }
 
+/* Statement id prepared on c (now, unless it already was): 0 or an
+ * errno, logged. */
+static int conn_ensure_prepared(struct tq_store *s, struct store_conn *c, int id)
+{
+	PGresult *res = NULL;
+	int rc;
+
+	if ((c->prepared & (1u << id)) || conn_prepare(c, id, &res) == 0)
+		return 0;
+	rc = classify(s, c, res, stmts[id].name);
+	PQclear(res);
+	return rc;
+}
+
 /*
  * Run a prepared statement.  Returns the result (caller PQclear()s) or
  * NULL with *rc set.
@@ -694,16 +713,9 @@ static PGresult *conn_exec(struct tq_store *s, struct store_conn *c, int id,
 	PGresult *res;
 	ExecStatusType es;
 
-	if (!(c->prepared & (1u << id))) {
-		res = PQprepare(c->pg, stmts[id].name, stmts[id].sql, 0, NULL);
-		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-			*rc = classify(s, c, res, stmts[id].name);
-			PQclear(res);
-			return NULL;
-		}
-		PQclear(res);
-		c->prepared |= 1u << id;
-	}
+	*rc = conn_ensure_prepared(s, c, id);
+	if (*rc)
+		return NULL;
 	res = PQexecPrepared(c->pg, stmts[id].name, nparams, params, NULL,
 			     NULL, 0);
 	es = PQresultStatus(res);
@@ -753,8 +765,8 @@ static PGresult *store_exec(struct tq_store *s, int id, int nparams,
 	return res;
 }
 
-/* A growing text buffer for array literals; on allocation failure it
- * turns into an error that tb_take() reports. */
+/* A growing text buffer for array literals; an allocation failure sets
+ * failed, which the caller checks once at the end. */
 struct textbuf {
 	char *p;
 	size_t len, cap;
@@ -822,15 +834,9 @@ int tq_store_explain(struct tq_store *s, const char *name, char **plan)
 	rc = pool_acquire(s, &c);
 	if (rc < 0)
 		return rc;
-	if (!(c->prepared & (1u << id))) {
-		res = PQprepare(c->pg, stmts[id].name, stmts[id].sql, 0, NULL);
-		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-			rc = classify(s, c, res, stmts[id].name);
-			goto out;
-		}
-		PQclear(res);
-		c->prepared |= 1u << id;
-	}
+	rc = conn_ensure_prepared(s, c, id);
+	if (rc)
+		goto out;
 	res = PQdescribePrepared(c->pg, stmts[id].name);
 	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
 		rc = classify(s, c, res, stmts[id].name);
