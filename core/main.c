@@ -83,8 +83,15 @@ static struct tq_store *open_store(const struct tq_config *cfg, int pool,
 	for (;;) {
 		int r = tq_store_open(&store, cfg->database_url, pool, err, sizeof(err));
 
-		if (r == 0)
+		if (r == 0) {
+			/* within a lease of its hand-off, so that a job
+			 * claimed and then lost is looked at by the time its
+			 * lease expires (see sql/006_watch_at.sql) */
+			tq_store_set_recheck_s(store, cfg->lease_s < cfg->pending_redispatch_s
+							      ? cfg->lease_s
+							      : cfg->pending_redispatch_s);
 			return store;
+		}
 		if (r != -EAGAIN || !sigs) {
 			tq_error("cannot use the database: %s", err);
 			return NULL;

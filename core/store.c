@@ -50,6 +50,8 @@
 #define STORE_BACKOFF_MIN_MS 100
 #define STORE_BACKOFF_MAX_MS 2000
 #define STORE_LIST_MAX 1000
+/* the default of scheduler.pending_redispatch_s */
+#define STORE_RECHECK_S_DEFAULT 30
 #define STORE_RETRY_DELAY_MAX_MS (366LL * 86400 * 1000)
 
 /*
@@ -159,13 +161,16 @@ static const struct stmt stmts[ST_COUNT] = {
 	[ST_MIG_RECORD] = {"tq_mig_record",
 		"INSERT INTO schema_migrations (version, name) "
 		"VALUES ($1::int, $2::text)"},
-	/* $8 delay ms from the database's now(), $9 absolute epoch ms */
+	/* $8 delay ms from the database's now(), $9 absolute epoch ms,
+	 * $10 the pending recheck in seconds */
 	[ST_INSERT] = {"tq_insert",
 		"INSERT INTO jobs (id, type, payload, status, queue, priority, "
-		"max_attempts, timeout_s, run_at) "
+		"max_attempts, timeout_s, run_at, watch_at) "
 		"SELECT $1::uuid, $2::text, $3::jsonb, "
 		"CASE WHEN t.run_at > now() THEN 'scheduled' ELSE 'pending' END, "
-		"$4::text, $5::smallint, $6::int, $7::int, t.run_at "
+		"$4::text, $5::smallint, $6::int, $7::int, t.run_at, "
+		"CASE WHEN t.run_at > now() THEN t.run_at "
+		"ELSE now() + make_interval(secs => $10::int) END "
 		"FROM (SELECT CASE "
 		"WHEN $8::bigint IS NOT NULL "
 		"THEN now() + $8::bigint * interval '1 millisecond' "
@@ -196,12 +201,14 @@ static const struct stmt stmts[ST_COUNT] = {
 	[ST_COMPLETE] = {"tq_complete",
 		"UPDATE jobs SET status = 'completed', result = $5::jsonb, "
 		"completed_at = now(), updated_at = now(), "
-		"lease_expires_at = NULL "
+		"lease_expires_at = NULL, watch_at = NULL "
 		"WHERE " FENCE},
 	[ST_RETRY] = {"tq_retry",
 		"UPDATE jobs SET status = CASE WHEN cancel_requested "
 		"THEN 'cancelled' ELSE 'scheduled' END, "
 		"run_at = now() + $5::bigint * interval '1 millisecond', "
+		"watch_at = CASE WHEN NOT cancel_requested "
+		"THEN now() + $5::bigint * interval '1 millisecond' END, "
 		"completed_at = CASE WHEN cancel_requested THEN now() END, "
 		"error_message = CASE WHEN cancel_requested THEN 'cancelled' "
 		"ELSE $6::text END, updated_at = now(), "
@@ -211,7 +218,7 @@ static const struct stmt stmts[ST_COUNT] = {
 		"UPDATE jobs SET status = CASE WHEN cancel_requested "
 		"THEN 'cancelled' ELSE 'failed' END, error_message = $5::text, "
 		"completed_at = now(), updated_at = now(), "
-		"lease_expires_at = NULL "
+		"lease_expires_at = NULL, watch_at = NULL "
 		"WHERE " FENCE},
 	/*
 	 * The periodic statements pick their rows in a CTE (locked, SKIP
@@ -220,18 +227,26 @@ static const struct stmt stmts[ST_COUNT] = {
 	 * become a join, and with many candidate rows it ran once per row:
 	 * a reconcile over 200,000 pending jobs ran for ten minutes.
 	 */
+	/*
+	 * Every periodic statement reads jobs_watch_idx (sql/006_watch_at.sql)
+	 * from its oldest entry up to now(): the open jobs whose watch time
+	 * has come, few at any moment, since each pass moves them on.
+	 *
+	 * Due scheduled jobs become pending; $2 the pending recheck seconds.
+	 */
 	[ST_PROMOTE] = {"tq_promote",
-		"WITH picked AS (SELECT id FROM jobs WHERE status = 'scheduled' "
-		"AND run_at <= now() ORDER BY run_at LIMIT $1::int "
+		"WITH picked AS (SELECT id FROM jobs WHERE watch_at <= now() "
+		"AND status = 'scheduled' ORDER BY watch_at LIMIT $1::int "
 		"FOR UPDATE SKIP LOCKED) "
-		"UPDATE jobs j SET status = 'pending', updated_at = now() "
+		"UPDATE jobs j SET status = 'pending', updated_at = now(), "
+		"watch_at = now() + make_interval(secs => $2::int) "
 		"FROM picked WHERE j.id = picked.id "
 		"RETURNING j.queue, j.priority, j.id::text"},
-	/* min(run_at) over the partial index jobs_scheduled_idx */
+	/* when the next open job comes due: the index's first entry */
 	[ST_NEXT_DUE] = {"tq_next_due",
 		"SELECT greatest(0, ceil(extract(epoch FROM (t.m - now())) "
-		"* 1000))::bigint FROM (SELECT min(run_at) AS m FROM jobs "
-		"WHERE status = 'scheduled') t WHERE t.m IS NOT NULL"},
+		"* 1000))::bigint FROM (SELECT min(watch_at) AS m FROM jobs "
+		"WHERE watch_at IS NOT NULL) t WHERE t.m IS NOT NULL"},
 	/*
 	 * Renew the leases of a node's running attempts and store their
 	 * progress: $1 ids, $2 attempts, $3 lease seconds, $4 progress (NULL:
@@ -252,43 +267,67 @@ static const struct stmt stmts[ST_COUNT] = {
 		"AND j.claim_token = r.token AND j.status = $7::text "
 		"RETURNING j.id::text, j.cancel_requested"},
 	/*
-	 * Running attempts whose lease expired (their worker died or hung):
-	 * back to scheduled with backoff ($2 base ms, $3 cap ms, full
-	 * jitter), failed when attempts are exhausted, cancelled when a
-	 * cancel was requested.  Through jobs_lease_idx, $1 at a time.
+	 * Due running jobs, $1 at a time.  Those whose lease expired (their
+	 * worker died or hung) go back to scheduled with backoff ($2 base ms,
+	 * $3 cap ms, full jitter), failed when attempts are exhausted,
+	 * cancelled when a cancel was requested; those still leased are
+	 * looked at again when the lease expires (heartbeats move the lease,
+	 * not the watch, so that they stay HOT).  A finished job still
+	 * watched (changed by hand) leaves the index.  Returns the rescued.
 	 */
 	[ST_RESCUE] = {"tq_rescue",
-		"WITH picked AS (SELECT id FROM jobs WHERE status = 'running' "
-		"AND lease_expires_at < now() ORDER BY lease_expires_at "
-		"LIMIT $1::int FOR UPDATE SKIP LOCKED) "
+		"WITH picked AS (SELECT id, status = 'running' "
+		"AND lease_expires_at < now() AS expired, "
+		"(random() * least($3::float8, $2::float8 * "
+		"power(2::float8, least(attempts - 1, 40))))::bigint "
+		"* interval '1 millisecond' AS delay "
+		"FROM jobs WHERE watch_at <= now() "
+		"AND status NOT IN ('pending', 'scheduled') "
+		"ORDER BY watch_at LIMIT $1::int FOR UPDATE SKIP LOCKED), "
+		"kept AS (UPDATE jobs j SET watch_at = CASE WHEN j.status = 'running' "
+		"THEN j.lease_expires_at END "
+		"FROM picked WHERE j.id = picked.id AND NOT picked.expired) "
 		"UPDATE jobs j SET status = CASE WHEN cancel_requested THEN 'cancelled' "
 		"WHEN attempts >= max_attempts THEN 'failed' ELSE 'scheduled' END, "
-		"run_at = now() + (random() * least($3::float8, $2::float8 * "
-		"power(2::float8, least(attempts - 1, 40))))::bigint "
-		"* interval '1 millisecond', "
+		"run_at = now() + picked.delay, "
+		"watch_at = CASE WHEN NOT cancel_requested AND attempts < max_attempts "
+		"THEN now() + picked.delay END, "
 		"completed_at = CASE WHEN cancel_requested OR attempts >= max_attempts "
 		"THEN now() END, "
 		"error_message = CASE WHEN cancel_requested THEN 'cancelled' "
 		"ELSE 'lease expired' END, "
 		"lease_expires_at = NULL, updated_at = now() "
-		"FROM picked WHERE j.id = picked.id "
+		"FROM picked WHERE j.id = picked.id AND picked.expired "
 		"RETURNING j.id::text, j.status"},
 	/*
-	 * Pending jobs not claimed for $1 seconds since they were last handed
-	 * to Redis (lost in a flush, a crash between commit and push, a
-	 * dropped dispatch): hand them again.  Through jobs_pending_idx.
+	 * Due pending jobs of queue $1 (not claimed within $4 seconds of
+	 * their hand-off to Redis), $2 at a time, oldest first.  The first
+	 * $3 are handed again (the scheduler knows how many Redis lost) and
+	 * looked at again in $4 seconds; the others are still in Redis's
+	 * backlog and are looked at again after as long as they have waited
+	 * (at least $4 s, at most an hour), so that a long backlog costs
+	 * each job a few rechecks, not one every $4 seconds.  Column 4 tells
+	 * which rows were handed again.
 	 */
 	[ST_RECONCILE] = {"tq_reconcile",
-		"WITH picked AS (SELECT id FROM jobs WHERE status = 'pending' "
-		"AND queue = $3::text "
-		"AND updated_at < now() - make_interval(secs => $1::int) "
-		"ORDER BY updated_at LIMIT $2::int FOR UPDATE SKIP LOCKED) "
-		"UPDATE jobs j SET updated_at = now() "
-		"FROM picked WHERE j.id = picked.id "
-		"RETURNING j.queue, j.priority, j.id::text"},
-	/* pending jobs per queue, through jobs_pending_idx */
+		"WITH picked AS (SELECT id, watch_at FROM jobs "
+		"WHERE watch_at <= now() AND status = 'pending' "
+		"AND queue = $1::text ORDER BY watch_at LIMIT $2::int "
+		"FOR UPDATE SKIP LOCKED), "
+		"ranked AS (SELECT id, row_number() OVER (ORDER BY watch_at) "
+		"<= $3::int AS again FROM picked) "
+		"UPDATE jobs j SET "
+		"updated_at = CASE WHEN r.again THEN now() ELSE j.updated_at END, "
+		"watch_at = now() + CASE WHEN r.again "
+		"THEN make_interval(secs => $4::int) "
+		"ELSE least(greatest(make_interval(secs => $4::int), "
+		"now() - j.created_at), interval '1 hour') END "
+		"FROM ranked r WHERE j.id = r.id "
+		"RETURNING j.queue, j.priority, j.id::text, r.again"},
+	/* pending jobs per queue, and how many of them are due */
 	[ST_PENDING_COUNTS] = {"tq_pending_counts",
-		"SELECT queue, count(*) FROM jobs WHERE status = 'pending' "
+		"SELECT queue, count(*), count(*) FILTER (WHERE watch_at <= now()) "
+		"FROM jobs WHERE watch_at IS NOT NULL AND status = 'pending' "
 		"GROUP BY queue"},
 	/* pending/scheduled -> cancelled at once; running: requested */
 	[ST_CANCEL] = {"tq_cancel",
@@ -299,6 +338,7 @@ static const struct stmt stmts[ST_COUNT] = {
 		"ELSE now() END, "
 		"error_message = CASE WHEN status = 'running' THEN error_message "
 		"ELSE 'cancelled' END, "
+		"watch_at = CASE WHEN status = 'running' THEN watch_at END, "
 		"updated_at = now() "
 		"WHERE id = $1::uuid "
 		"AND status IN ('pending', 'scheduled', 'running') "
@@ -314,10 +354,12 @@ static const struct stmt stmts[ST_COUNT] = {
 	 */
 	[ST_INSERT_MANY] = {"tq_insert_many",
 		"INSERT INTO jobs (id, type, payload, status, queue, priority, "
-		"max_attempts, timeout_s, run_at) "
+		"max_attempts, timeout_s, run_at, watch_at) "
 		"SELECT r.id, r.type, r.payload, "
 		"CASE WHEN t.run_at > now() THEN 'scheduled' ELSE 'pending' END, "
-		"r.queue, r.priority, r.max_attempts, r.timeout_s, t.run_at "
+		"r.queue, r.priority, r.max_attempts, r.timeout_s, t.run_at, "
+		"CASE WHEN t.run_at > now() THEN t.run_at "
+		"ELSE now() + make_interval(secs => $2::int) END "
 		"FROM json_to_recordset($1::json) AS r(id uuid, type text, "
 		"payload jsonb, queue text, priority smallint, max_attempts int, "
 		"timeout_s int, delay_ms bigint, run_at_ms bigint) "
@@ -339,7 +381,8 @@ static const struct stmt stmts[ST_COUNT] = {
 		"j.max_attempts, j.timeout_s"},
 	[ST_COMPLETE_MANY] = {"tq_complete_many",
 		"UPDATE jobs j SET status = 'completed', result = r.result, "
-		"completed_at = now(), updated_at = now(), lease_expires_at = NULL "
+		"completed_at = now(), updated_at = now(), lease_expires_at = NULL, "
+		"watch_at = NULL "
 		"FROM unnest($1::uuid[], $2::int[], $3::jsonb[], $4::bigint[]) "
 		"AS r(id, attempt, result, token) "
 		"WHERE j.id = r.id AND j.status = $5::text "
@@ -352,7 +395,10 @@ static const struct stmt stmts[ST_COUNT] = {
 		"THEN now() END, "
 		"error_message = CASE WHEN cancel_requested THEN 'cancelled' "
 		"ELSE 'interrupted by shutdown' END, "
-		"run_at = now(), lease_expires_at = NULL, updated_at = now() "
+		"run_at = now(), lease_expires_at = NULL, updated_at = now(), "
+		"watch_at = CASE WHEN NOT cancel_requested "
+		"AND attempts < max_attempts "
+		"THEN now() + make_interval(secs => $5::int) END "
 		"WHERE " FENCE " "
 		"RETURNING status, queue, priority"},
 };
@@ -378,6 +424,9 @@ struct tq_store {
 	int64_t next_try_ms;  /* while down: no reconnect before this */
 	/* the next claim's token: a random start, then one up per claim */
 	_Atomic int64_t next_token;
+	/* seconds after a hand-off to Redis that a pending job is looked at
+	 * again (tq_store_set_recheck_s), as text for the statements */
+	char recheck_s[16];
 };
 
 static int64_t mono_ms(void)
@@ -891,6 +940,11 @@ static int64_t random_token_base(void)
 	return (int64_t)(v >> 2);
 }
 
+void tq_store_set_recheck_s(struct tq_store *s, int seconds)
+{
+	snprintf(s->recheck_s, sizeof(s->recheck_s), "%d", seconds > 0 ? seconds : 0);
+}
+
 int tq_store_open(struct tq_store **out, const char *conninfo, int pool_size,
 		  char *err, size_t errlen)
 {
@@ -920,6 +974,7 @@ int tq_store_open(struct tq_store **out, const char *conninfo, int pool_size,
 	}
 	s->size = pool_size;
 	s->backoff_ms = STORE_BACKOFF_MIN_MS;
+	tq_store_set_recheck_s(s, STORE_RECHECK_S_DEFAULT);
 	atomic_init(&s->next_token, random_token_base());
 	s->conninfo = strdup(conninfo);
 	s->conns = calloc((size_t)pool_size, sizeof(*s->conns));
@@ -1132,7 +1187,7 @@ int tq_store_insert(struct tq_store *s, const struct tq_job_spec *spec,
 		    char id_out[37], char **job_json, int *is_pending)
 {
 	char prio[16], attempts[16], timeout[16], delay[32], run_at[32];
-	const char *params[9];
+	const char *params[10];
 	PGresult *res = NULL;
 	char id[37];
 	int rc;
@@ -1163,8 +1218,9 @@ int tq_store_insert(struct tq_store *s, const struct tq_job_spec *spec,
 	params[6] = timeout;
 	params[7] = spec->has_delay ? delay : NULL;
 	params[8] = !spec->has_delay && spec->has_run_at ? run_at : NULL;
+	params[9] = s->recheck_s;
 
-	res = store_exec(s, ST_INSERT, 9, params, &rc);
+	res = store_exec(s, ST_INSERT, 10, params, &rc);
 	if (!res)
 		return rc;
 	if (PQntuples(res) != 1 || PQgetisnull(res, 0, 1)) {
@@ -1426,14 +1482,35 @@ int tq_store_fail(struct tq_store *s, const char *id, int attempt,
 	return fenced_update(s, ST_FAIL, id, attempt, token, msg, NULL, 5);
 }
 
+/*
+ * Rows of (queue, priority, id) to a ready callback; with flag >= 0, only
+ * the rows whose boolean column flag is true.  Returns how many went.
+ */
+static int ready_rows(PGresult *res, int flag, tq_store_ready_fn cb, void *arg)
+{
+	int rows = PQntuples(res), n = 0;
+	long prio;
+
+	for (int i = 0; i < rows; i++) {
+		if (flag >= 0 && strcmp(PQgetvalue(res, i, flag), "t") != 0)
+			continue;
+		n++;
+		if (!cb)
+			continue;
+		if (int_value(res, i, 1, &prio) < 0)
+			prio = 0;
+		cb(arg, PQgetvalue(res, i, 0), (int)prio, PQgetvalue(res, i, 2));
+	}
+	return n;
+}
+
 int tq_store_promote_due(struct tq_store *s, int limit, tq_store_ready_fn cb,
 			 void *arg)
 {
-	const char *params[1];
+	const char *params[2];
 	PGresult *res;
 	char lim[16];
-	long prio;
-	int i, n;
+	int n;
 	int rc;
 
 	if (limit < 1)
@@ -1443,18 +1520,13 @@ int tq_store_promote_due(struct tq_store *s, int limit, tq_store_ready_fn cb,
 	if (snprintf(lim, sizeof(lim), "%d", limit) >= (int)sizeof(lim))
 		return -EINVAL;
 	params[0] = lim;
-	res = store_exec(s, ST_PROMOTE, 1, params, &rc);
+	params[1] = s->recheck_s;
+	res = store_exec(s, ST_PROMOTE, 2, params, &rc);
 	if (!res)
 		return rc;
 	/* the rows are committed: the connection is back in the pool, so
 	 * the callback may use the store */
-	n = PQntuples(res);
-	for (i = 0; cb && i < n; i++) {
-		if (int_value(res, i, 1, &prio) < 0)
-			prio = 0;
-		cb(arg, PQgetvalue(res, i, 0), (int)prio,
-		   PQgetvalue(res, i, 2));
-	}
+	n = ready_rows(res, -1, cb, arg);
 	PQclear(res);
 	return n;
 }
@@ -1590,37 +1662,25 @@ int tq_store_rescue(struct tq_store *s, int limit, int base_ms, int cap_ms,
 	return rows;
 }
 
-/* Rows of (queue, priority, id) to a ready callback. */
-static int ready_rows(PGresult *res, tq_store_ready_fn cb, void *arg)
-{
-	int rows = PQntuples(res);
-	long prio;
 
-	for (int i = 0; cb && i < rows; i++) {
-		if (int_value(res, i, 1, &prio) < 0)
-			prio = 0;
-		cb(arg, PQgetvalue(res, i, 0), (int)prio, PQgetvalue(res, i, 2));
-	}
-	return rows;
-}
-
-int tq_store_reconcile(struct tq_store *s, const char *queue, int older_than_s,
+int tq_store_reconcile(struct tq_store *s, const char *queue, int again,
 		       int limit, tq_store_ready_fn cb, void *arg)
 {
-	const char *params[3];
-	char age[16], lim[16];
+	const char *params[4];
+	char lim[16], nagain[16];
 	PGresult *res;
 	int rc;
 
-	snprintf(age, sizeof(age), "%d", older_than_s > 0 ? older_than_s : 0);
 	snprintf(lim, sizeof(lim), "%d", limit > 0 ? limit : 1);
-	params[0] = age;
+	snprintf(nagain, sizeof(nagain), "%d", again > 0 ? again : 0);
+	params[0] = queue;
 	params[1] = lim;
-	params[2] = queue;
-	res = store_exec(s, ST_RECONCILE, 3, params, &rc);
+	params[2] = nagain;
+	params[3] = s->recheck_s;
+	res = store_exec(s, ST_RECONCILE, 4, params, &rc);
 	if (!res)
 		return rc;
-	rc = ready_rows(res, cb, arg);
+	rc = ready_rows(res, 3, cb, arg);
 	PQclear(res);
 	return rc;
 }
@@ -1635,10 +1695,10 @@ int tq_store_pending_counts(struct tq_store *s, tq_store_count_fn cb, void *arg)
 		return rc;
 	rows = PQntuples(res);
 	for (int i = 0; i < rows; i++) {
-		long n;
+		long n, due;
 
-		if (int_value(res, i, 1, &n) == 0)
-			cb(arg, PQgetvalue(res, i, 0), n);
+		if (int_value(res, i, 1, &n) == 0 && int_value(res, i, 2, &due) == 0)
+			cb(arg, PQgetvalue(res, i, 0), n, due);
 	}
 	PQclear(res);
 	return rows;
@@ -1658,7 +1718,7 @@ int tq_store_cancel(struct tq_store *s, const char *id, char **job_json)
 int tq_store_release(struct tq_store *s, const char *id, int attempt,
 		     int64_t token, tq_store_ready_fn cb, void *arg)
 {
-	const char *params[4];
+	const char *params[5];
 	char uid[37], att[16], tok[24];
 	PGresult *res;
 	long prio;
@@ -1672,7 +1732,8 @@ int tq_store_release(struct tq_store *s, const char *id, int attempt,
 	params[1] = "running";
 	params[2] = att;
 	params[3] = tok;
-	res = store_exec(s, ST_RELEASE, 4, params, &rc);
+	params[4] = s->recheck_s;
+	res = store_exec(s, ST_RELEASE, 5, params, &rc);
 	if (!res)
 		return rc;
 	if (PQntuples(res) != 1) {
@@ -1695,7 +1756,7 @@ int tq_store_insert_many(struct tq_store *s, const struct tq_job_spec *specs,
 			 size_t n, struct tq_inserted *out)
 {
 	cJSON *arr = cJSON_CreateArray();
-	const char *params[1];
+	const char *params[2];
 	PGresult *res = NULL;
 	char *text = NULL;
 	int rc = -ENOMEM;
@@ -1734,7 +1795,8 @@ int tq_store_insert_many(struct tq_store *s, const struct tq_job_spec *specs,
 	if (!text)
 		goto out;
 	params[0] = text;
-	res = store_exec(s, ST_INSERT_MANY, 1, params, &rc);
+	params[1] = s->recheck_s;
+	res = store_exec(s, ST_INSERT_MANY, 2, params, &rc);
 	if (!res)
 		goto out;
 	if ((size_t)PQntuples(res) != n) {

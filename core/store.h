@@ -29,6 +29,13 @@ int tq_store_open(struct tq_store **out, const char *conninfo, int pool_size,
 		  char *err, size_t errlen);
 void tq_store_close(struct tq_store *store);
 
+/* Seconds after its hand-off to Redis that an open job is first looked at
+ * by the periodic statements: a job still pending by tq_store_reconcile(),
+ * one running by tq_store_rescue() (30 until set; the daemon sets the
+ * shorter of scheduler.pending_redispatch_s and workers.lease_s).  Set
+ * before the store is shared between threads. */
+void tq_store_set_recheck_s(struct tq_store *store, int seconds);
+
 /* Apply the embedded migrations not yet recorded in schema_migrations, in
  * order, each in its own transaction.  *applied = how many ran. */
 int tq_store_migrate(struct tq_store *store, int *applied, char *err,
@@ -96,8 +103,9 @@ typedef void (*tq_store_ready_fn)(void *arg, const char *queue, int priority,
 int tq_store_promote_due(struct tq_store *store, int limit,
 			 tq_store_ready_fn cb, void *arg);
 
-/* Milliseconds until the earliest scheduled job is due (0 if one is due
- * now), or -ENOENT when none is scheduled. */
+/* Milliseconds until the next open job comes due for a periodic look
+ * (promote, rescue or reconcile; 0 if one is due now), or -ENOENT when no
+ * job is open. */
 int tq_store_next_due_ms(struct tq_store *store, int64_t *ms);
 
 /* --- recovery ------------------------------------------------------- */
@@ -124,19 +132,25 @@ int tq_store_heartbeat(struct tq_store *store, const struct tq_lease *leases,
 /* Called for each rescued job with its new status. */
 typedef void (*tq_store_rescued_fn)(void *arg, const char *id, const char *status);
 
-/* Running attempts whose lease expired -> scheduled (backoff with full
- * jitter from base_ms/cap_ms), failed (attempts exhausted), or cancelled
- * (cancel requested).  Up to limit; returns how many. */
+/* Due running attempts, up to limit: those whose lease expired ->
+ * scheduled (backoff with full jitter from base_ms/cap_ms), failed
+ * (attempts exhausted), or cancelled (cancel requested); the others are
+ * looked at again when their lease expires.  Returns how many were
+ * rescued. */
 int tq_store_rescue(struct tq_store *store, int limit, int base_ms, int cap_ms,
 		    tq_store_rescued_fn cb, void *arg);
 
-/* Pending jobs of queue not handed to Redis for older_than_s seconds,
- * oldest first: hand them again (cb), up to limit.  Returns how many. */
-int tq_store_reconcile(struct tq_store *store, const char *queue, int older_than_s,
+/* Due pending jobs of queue (not claimed within the recheck seconds of
+ * their hand-off), oldest first, up to limit: the first `again` are handed
+ * again (cb) and rechecked after the recheck seconds; the others, still in
+ * Redis's backlog, are rechecked later.  Returns how many were handed. */
+int tq_store_reconcile(struct tq_store *store, const char *queue, int again,
 		       int limit, tq_store_ready_fn cb, void *arg);
 
-/* Called with the number of pending jobs of each queue that has some. */
-typedef void (*tq_store_count_fn)(void *arg, const char *queue, long count);
+/* Called for each queue that has pending jobs: how many, and how many of
+ * them are due for a recheck. */
+typedef void (*tq_store_count_fn)(void *arg, const char *queue, long count,
+				  long due);
 
 /* Pending jobs per queue (cb for each).  Returns the number of queues. */
 int tq_store_pending_counts(struct tq_store *store, tq_store_count_fn cb, void *arg);

@@ -212,9 +212,12 @@ static void test_rescue_expired_leases(void **state)
 	char *json;
 
 	(void)state;
+	/* looked at from the start, as if handed to Redis long ago */
+	tq_store_set_recheck_s(store, 0);
 	submit(ida, 3); /* attempts left: back to scheduled */
 	submit(idb, 1); /* last attempt: failed */
 	submit(idc, 3); /* cancel requested: cancelled */
+	tq_store_set_recheck_s(store, 30);
 	claim(ida, 0, &a);
 	claim(idb, 0, &b);
 	claim(idc, 0, &c);
@@ -225,6 +228,10 @@ static void test_rescue_expired_leases(void **state)
 	expect("SELECT status || ' ' || error_message FROM jobs WHERE id = $1::uuid", ida,
 	       "scheduled lease expired");
 	expect("SELECT run_at <= now() + interval '101 ms' FROM jobs WHERE id = $1::uuid", ida, "t");
+	/* watched again when the retry is due; the finished ones no more */
+	expect("SELECT watch_at = run_at FROM jobs WHERE id = $1::uuid", ida, "t");
+	expect("SELECT watch_at IS NULL FROM jobs WHERE id = $1::uuid", idb, "t");
+	expect("SELECT watch_at IS NULL FROM jobs WHERE id = $1::uuid", idc, "t");
 	expect("SELECT status || ' ' || error_message FROM jobs WHERE id = $1::uuid", idb,
 	       "failed lease expired");
 	expect("SELECT completed_at IS NOT NULL FROM jobs WHERE id = $1::uuid", idb, "t");
@@ -239,6 +246,44 @@ static void test_rescue_expired_leases(void **state)
 	tq_claim_free(&c);
 }
 
+/*
+ * A running job that comes due with its lease alive is not rescued: it is
+ * looked at again when the lease expires (its claim left the watch alone,
+ * so that the claim was a HOT update).  A finished job that is still
+ * watched (changed by hand) leaves the index.
+ */
+static void test_rescue_waits_for_the_lease(void **state)
+{
+	struct tq_claim a, b;
+	struct seen s = {0};
+	char ida[37], idb[37];
+
+	(void)state;
+	tq_store_set_recheck_s(store, 0);
+	submit(ida, 3);
+	submit(idb, 3);
+	tq_store_set_recheck_s(store, 30);
+	claim(ida, 60, &a);
+	claim(idb, 60, &b);
+	assert_int_equal(tq_store_complete(store, idb, 1, b.token, NULL), 0);
+	free(value("UPDATE jobs SET watch_at = now() - interval '1 s' WHERE id = $1::uuid", idb));
+	expect("SELECT watch_at <= now() FROM jobs WHERE id = $1::uuid", ida, "t");
+	assert_int_equal(tq_store_rescue(store, 100, 100, 200, on_rescued, &s), 0);
+	assert_int_equal(s.n, 0);
+	expect("SELECT status || ' ' || (watch_at = lease_expires_at) FROM jobs WHERE id = $1::uuid",
+	       ida, "running true");
+	expect("SELECT status || ' ' || (watch_at IS NULL) FROM jobs WHERE id = $1::uuid", idb,
+	       "completed true");
+	/* the lease runs out: now it is rescued */
+	free(value("UPDATE jobs SET lease_expires_at = now() - interval '1 s', "
+		   "watch_at = now() - interval '1 s' WHERE id = $1::uuid", ida));
+	assert_int_equal(tq_store_rescue(store, 100, 100, 200, on_rescued, &s), 1);
+	assert_string_equal(s.ids[0], ida);
+	assert_int_equal(tq_store_complete(store, ida, 1, a.token, NULL), -ESTALE);
+	tq_claim_free(&a);
+	tq_claim_free(&b);
+}
+
 static void on_ready(void *arg, const char *queue, int priority, const char *id)
 {
 	struct seen *s = arg;
@@ -250,15 +295,26 @@ static void on_ready(void *arg, const char *queue, int priority, const char *id)
 
 struct count_seen {
 	char queue[64];
-	long count;
+	long count, due;
 };
 
-static void on_count(void *arg, const char *queue, long count)
+static void on_count(void *arg, const char *queue, long count, long due)
 {
 	struct count_seen *c = arg;
 
 	snprintf(c->queue, sizeof(c->queue), "%s", queue);
 	c->count = count;
+	c->due = due;
+}
+
+static void expect_counts(long count, long due)
+{
+	struct count_seen c = {0};
+
+	assert_int_equal(tq_store_pending_counts(store, on_count, &c), 1);
+	assert_string_equal(c.queue, "default");
+	assert_int_equal(c.count, count);
+	assert_int_equal(c.due, due);
 }
 
 static void test_reconcile_old_pending(void **state)
@@ -267,22 +323,38 @@ static void test_reconcile_old_pending(void **state)
 	char old[37], fresh[37];
 
 	(void)state;
-	free(value("UPDATE jobs SET status = 'completed' WHERE status = 'pending'", NULL));
+	free(value("UPDATE jobs SET status = 'completed', watch_at = NULL "
+		   "WHERE status = 'pending'", NULL));
 	submit(old, 3);
 	submit(fresh, 3);
-	free(value("UPDATE jobs SET updated_at = now() - interval '1 hour' WHERE id = $1::uuid",
-		   old));
-	assert_int_equal(tq_store_reconcile(store, "default", 60, 100, on_ready, &s), 1);
+	/* each is looked at 30 s after its hand-off */
+	expect("SELECT watch_at BETWEEN now() + interval '29 s' AND now() + interval '31 s' "
+	       "FROM jobs WHERE id = $1::uuid", fresh, "t");
+	free(value("UPDATE jobs SET watch_at = now() - interval '1 s', "
+		   "updated_at = now() - interval '1 hour' WHERE id = $1::uuid", old));
+	expect_counts(2, 1);
+	assert_int_equal(tq_store_reconcile(store, "default", 5, 100, on_ready, &s), 1);
+	assert_int_equal(s.n, 1);
 	assert_string_equal(s.ids[0], old);
-	{
-		struct count_seen c = {0};
+	expect("SELECT updated_at > now() - interval '1 min' AND watch_at > now() + interval '29 s' "
+	       "FROM jobs WHERE id = $1::uuid", old, "t");
+	/* handed again: not again before its recheck */
+	expect_counts(2, 0);
+	assert_int_equal(tq_store_reconcile(store, "default", 5, 100, on_ready, &s), 0);
 
-		assert_int_equal(tq_store_pending_counts(store, on_count, &c), 1);
-		assert_string_equal(c.queue, "default");
-		assert_int_equal(c.count, 2);
-	}
-	/* handed again: not again before the threshold passes */
-	assert_int_equal(tq_store_reconcile(store, "default", 60, 100, on_ready, &s), 0);
+	/* both due, none lost (Redis holds them): not handed, looked at again
+	 * after as long as each has waited, between 30 s and an hour */
+	free(value("UPDATE jobs SET watch_at = now() - interval '1 s', "
+		   "created_at = now() - interval '2 hours' WHERE id = $1::uuid", old));
+	free(value("UPDATE jobs SET watch_at = now() - interval '1 s' WHERE id = $1::uuid", fresh));
+	expect_counts(2, 2);
+	assert_int_equal(tq_store_reconcile(store, "default", 0, 100, on_ready, &s), 0);
+	assert_int_equal(s.n, 1);
+	expect("SELECT watch_at BETWEEN now() + interval '59 min' AND now() + interval '61 min' "
+	       "FROM jobs WHERE id = $1::uuid", old, "t");
+	expect("SELECT watch_at BETWEEN now() + interval '29 s' AND now() + interval '31 s' "
+	       "FROM jobs WHERE id = $1::uuid", fresh, "t");
+	expect_counts(2, 0);
 }
 
 static void test_cancel_states(void **state)
@@ -344,6 +416,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_heartbeat_renews_and_reports_cancel),
 		cmocka_unit_test(test_rescue_expired_leases),
+		cmocka_unit_test(test_rescue_waits_for_the_lease),
 		cmocka_unit_test(test_reconcile_old_pending),
 		cmocka_unit_test(test_cancel_states),
 		cmocka_unit_test(test_release_at_shutdown),
