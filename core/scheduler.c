@@ -19,14 +19,10 @@
 #define PROMOTE_BATCH 500
 #define RESCUE_BATCH 500
 #define RECONCILE_BATCH 1000
-/* Due pending jobs looked at per queue and pass (see tq_store_reconcile). */
+/* Due pending jobs looked at per statement (see tq_store_reconcile()). */
 #define RECHECK_BATCH 10000
-/* Between two passes that each re-dispatched a full batch. */
+/* Between two passes that each left a full batch to do. */
 #define RECONCILE_PAUSE_MS 200
-/* When a pass leaves jobs due: another node holds them, or they are more
- * than a batch; while Redis does not answer, nothing can move them. */
-#define OVERDUE_PAUSE_MS 50
-#define REDIS_DOWN_PAUSE_MS 1000
 
 struct tq_scheduler {
 	const struct tq_config *cfg;
@@ -86,8 +82,7 @@ static void on_rescued(void *arg, const char *id, const char *status)
 struct reconcile_ctx {
 	struct tq_scheduler *s;
 	int redispatched;
-	bool more;       /* a queue has more to re-dispatch */
-	bool redis_down; /* a queue's backlog could not be read */
+	bool more; /* a queue has more to look at */
 };
 
 /*
@@ -95,73 +90,82 @@ struct reconcile_ctx {
  * pending_redispatch_s of their hand-off): when Redis holds fewer ids than
  * the store has pending jobs, some were lost (a flush, a restart without
  * persistence, a crash between commit and push, a dropped dispatch): hand
- * that many of the due ones again, oldest first.  The other due ones are
- * in Redis's backlog: the store looks at them again later.  A backlog
- * that Redis still holds is never dispatched twice.
+ * that many of the due ones again, oldest first.  Once that is done, the
+ * other due ones are in Redis's backlog: the store looks at them again
+ * later.  A backlog that Redis still holds is never dispatched twice.
  */
 static void reconcile_queue(void *arg, const char *queue, long pending, long due)
 {
 	struct reconcile_ctx *x = arg;
 	struct tq_scheduler *s = x->s;
 	long long backlog;
-	long missing;
-	int n;
+	long missing, left;
+	int again, n;
 
 	if (due == 0)
 		return;
-	if (tq_queue_backlog(s->q, queue, &backlog) != 0) {
-		/* nothing to compare, nowhere to push */
-		x->redis_down = true;
+	if (tq_queue_backlog(s->q, queue, &backlog) != 0)
+		return; /* Redis is down: nothing to compare, nowhere to push */
+	missing = pending - (long)backlog;
+	if (missing > RECONCILE_BATCH) {
+		/* one batch a pass, so that a pass stays short and the
+		 * dispatcher's buffer is not flooded; nothing is put off while
+		 * more are missing than a batch */
+		n = tq_store_reconcile(s->store, queue, RECONCILE_BATCH,
+				       RECONCILE_BATCH, on_ready, s);
+		x->redispatched += n > 0 ? n : 0;
+		x->more = true;
 		return;
 	}
-	missing = pending - (long)backlog;
-	if (missing < 0)
-		missing = 0;
-	/* one batch a pass, so that a pass stays short and the dispatcher's
-	 * buffer is not flooded; a full batch asks for the next pass soon */
-	n = tq_store_reconcile(s->store, queue,
-			       missing < RECONCILE_BATCH ? (int)missing : RECONCILE_BATCH,
-			       RECHECK_BATCH, on_ready, s);
-	if (n > 0)
+	/* the missing ones, then every other due one put off */
+	again = missing > 0 ? (int)missing : 0;
+	for (left = due; left > 0; left -= RECHECK_BATCH) {
+		n = tq_store_reconcile(s->store, queue, again, RECHECK_BATCH, on_ready, s);
+		if (n < 0)
+			return;
 		x->redispatched += n;
-	if (n == RECONCILE_BATCH || due > RECHECK_BATCH)
-		x->more = true;
+		again = 0;
+	}
 }
 
-static int reconcile(struct tq_scheduler *s, bool *more, bool *redis_down)
+static int reconcile(struct tq_scheduler *s, bool *more)
 {
 	struct reconcile_ctx x = {.s = s};
 	int r = tq_store_pending_counts(s->store, reconcile_queue, &x);
 
 	*more = x.more;
-	*redis_down = x.redis_down;
 	return r < 0 ? r : x.redispatched;
 }
 
-/* One pass over the jobs that came due: rescue expired leases, promote
- * scheduled jobs, re-dispatch what Redis lost, then learn when the next
- * job comes due.  Returns the delay until the next pass. */
+/* One pass: re-dispatch what Redis lost, rescue expired leases, promote
+ * everything due, then learn when the next scheduled job is due.  Returns
+ * the delay until the next pass. */
 static int64_t pass(struct tq_scheduler *s)
 {
 	const struct tq_config *cfg = s->cfg;
 	int64_t next = s->interval_ms, due;
 	int rescued, promoted, redispatched;
-	bool more = false, redis_down = false;
+	bool more = false;
 
+	/* first, so that the due pending jobs it looks at again are out of
+	 * the way of the rescue's walk of the same index */
+	redispatched = reconcile(s, &more);
+	if (redispatched < 0)
+		return next; /* the store logged the outage; retry next period */
+	if (redispatched > 0)
+		tq_info("reconciler dispatched %d pending jobs again", redispatched);
 	DRAIN(rescued, tq_store_rescue(s->store, RESCUE_BATCH, cfg->backoff_base_ms,
 				       cfg->backoff_cap_ms, on_rescued, s),
 	      RESCUE_BATCH);
 	if (rescued < 0)
-		return next; /* the store logged the outage; retry next period */
+		return next;
 	DRAIN(promoted, tq_store_promote_due(s->store, PROMOTE_BATCH, on_ready, s),
 	      PROMOTE_BATCH);
-	redispatched = reconcile(s, &more, &redis_down);
-	if (redispatched > 0)
-		tq_info("reconciler dispatched %d pending jobs again", redispatched);
-	if (more)
-		next = RECONCILE_PAUSE_MS;
+	if (rescued > 0 || more)
+		/* rescued jobs may be due now, or soon; or more to look at */
+		next = more ? RECONCILE_PAUSE_MS : 0;
 	else if (tq_store_next_due_ms(s->store, &due) == 0 && due < next)
-		next = due > 0 ? due : redis_down ? REDIS_DOWN_PAUSE_MS : OVERDUE_PAUSE_MS;
+		next = due;
 
 	pthread_mutex_lock(&s->lock);
 	s->stats.passes++;

@@ -5,11 +5,12 @@
  *  - rescues running jobs whose lease expired (their worker died or hung):
  *    back to "scheduled" with backoff, or "failed" when attempts are spent;
  *  - reconciles Redis with PostgreSQL: per queue, when Redis holds fewer
- *    ids than there are pending jobs, that many of the pending jobs older
- *    than pending_redispatch_s are dispatched again, oldest first (a
- *    flushed or restarted Redis, a crash between commit and push, a
- *    dropped dispatch).  A backlog Redis still holds is never dispatched
- *    twice, however long it waits.
+ *    ids than there are pending jobs, that many of the pending jobs not
+ *    claimed within pending_redispatch_s of their hand-off are dispatched
+ *    again, oldest first (a flushed or restarted Redis, a crash between
+ *    commit and push, a dropped dispatch).  A backlog Redis still holds is
+ *    never dispatched twice, however long it waits: its jobs are looked
+ *    at again after as long as they have waited.
  *
  * It runs a pass at start, then sleeps until the earliest run_at it knows
  * of (asked of PostgreSQL after each pass, and told by

@@ -118,6 +118,11 @@
 #define ASYNC_COMMIT \
 	"(SELECT set_config('synchronous_commit', 'off', true)) = 'off'"
 
+/* The scheduled jobs, as jobs_scheduled_idx's predicate lets a plan read
+ * them (sql/006_watch_at.sql). */
+#define SCHEDULED \
+	"watch_at IS NULL AND completed_at IS NULL AND status = 'scheduled'"
+
 enum stmt_id {
 	ST_PING,
 	ST_MIG_LOCK,
@@ -169,8 +174,8 @@ static const struct stmt stmts[ST_COUNT] = {
 		"SELECT $1::uuid, $2::text, $3::jsonb, "
 		"CASE WHEN t.run_at > now() THEN 'scheduled' ELSE 'pending' END, "
 		"$4::text, $5::smallint, $6::int, $7::int, t.run_at, "
-		"CASE WHEN t.run_at > now() THEN t.run_at "
-		"ELSE now() + make_interval(secs => $10::int) END "
+		"CASE WHEN t.run_at <= now() "
+		"THEN now() + make_interval(secs => $10::int) END "
 		"FROM (SELECT CASE "
 		"WHEN $8::bigint IS NOT NULL "
 		"THEN now() + $8::bigint * interval '1 millisecond' "
@@ -207,8 +212,7 @@ static const struct stmt stmts[ST_COUNT] = {
 		"UPDATE jobs SET status = CASE WHEN cancel_requested "
 		"THEN 'cancelled' ELSE 'scheduled' END, "
 		"run_at = now() + $5::bigint * interval '1 millisecond', "
-		"watch_at = CASE WHEN NOT cancel_requested "
-		"THEN now() + $5::bigint * interval '1 millisecond' END, "
+		"watch_at = NULL, "
 		"completed_at = CASE WHEN cancel_requested THEN now() END, "
 		"error_message = CASE WHEN cancel_requested THEN 'cancelled' "
 		"ELSE $6::text END, updated_at = now(), "
@@ -228,25 +232,27 @@ static const struct stmt stmts[ST_COUNT] = {
 	 * a reconcile over 200,000 pending jobs ran for ten minutes.
 	 */
 	/*
-	 * Every periodic statement reads jobs_watch_idx (sql/006_watch_at.sql)
-	 * from its oldest entry up to now(): the open jobs whose watch time
-	 * has come, few at any moment, since each pass moves them on.
+	 * The periodic statements read the two partial indexes of open jobs
+	 * (sql/006_watch_at.sql): jobs_scheduled_idx by run_at, and
+	 * jobs_watch_idx, from its oldest entry up to now(), for the pending
+	 * and running jobs whose watch time has come (few at any moment,
+	 * since each pass moves them on).
 	 *
 	 * Due scheduled jobs become pending; $2 the pending recheck seconds.
 	 */
 	[ST_PROMOTE] = {"tq_promote",
-		"WITH picked AS (SELECT id FROM jobs WHERE watch_at <= now() "
-		"AND status = 'scheduled' ORDER BY watch_at LIMIT $1::int "
+		"WITH picked AS (SELECT id FROM jobs WHERE " SCHEDULED " "
+		"AND run_at <= now() ORDER BY run_at LIMIT $1::int "
 		"FOR UPDATE SKIP LOCKED) "
 		"UPDATE jobs j SET status = 'pending', updated_at = now(), "
 		"watch_at = now() + make_interval(secs => $2::int) "
 		"FROM picked WHERE j.id = picked.id "
 		"RETURNING j.queue, j.priority, j.id::text"},
-	/* when the next open job comes due: the index's first entry */
+	/* min(run_at) over jobs_scheduled_idx */
 	[ST_NEXT_DUE] = {"tq_next_due",
 		"SELECT greatest(0, ceil(extract(epoch FROM (t.m - now())) "
-		"* 1000))::bigint FROM (SELECT min(watch_at) AS m FROM jobs "
-		"WHERE watch_at IS NOT NULL) t WHERE t.m IS NOT NULL"},
+		"* 1000))::bigint FROM (SELECT min(run_at) AS m FROM jobs "
+		"WHERE " SCHEDULED ") t WHERE t.m IS NOT NULL"},
 	/*
 	 * Renew the leases of a node's running attempts and store their
 	 * progress: $1 ids, $2 attempts, $3 lease seconds, $4 progress (NULL:
@@ -281,17 +287,14 @@ static const struct stmt stmts[ST_COUNT] = {
 		"(random() * least($3::float8, $2::float8 * "
 		"power(2::float8, least(attempts - 1, 40))))::bigint "
 		"* interval '1 millisecond' AS delay "
-		"FROM jobs WHERE watch_at <= now() "
-		"AND status NOT IN ('pending', 'scheduled') "
+		"FROM jobs WHERE watch_at <= now() AND status <> 'pending' "
 		"ORDER BY watch_at LIMIT $1::int FOR UPDATE SKIP LOCKED), "
 		"kept AS (UPDATE jobs j SET watch_at = CASE WHEN j.status = 'running' "
 		"THEN j.lease_expires_at END "
 		"FROM picked WHERE j.id = picked.id AND NOT picked.expired) "
 		"UPDATE jobs j SET status = CASE WHEN cancel_requested THEN 'cancelled' "
 		"WHEN attempts >= max_attempts THEN 'failed' ELSE 'scheduled' END, "
-		"run_at = now() + picked.delay, "
-		"watch_at = CASE WHEN NOT cancel_requested AND attempts < max_attempts "
-		"THEN now() + picked.delay END, "
+		"run_at = now() + picked.delay, watch_at = NULL, "
 		"completed_at = CASE WHEN cancel_requested OR attempts >= max_attempts "
 		"THEN now() END, "
 		"error_message = CASE WHEN cancel_requested THEN 'cancelled' "
@@ -358,8 +361,8 @@ static const struct stmt stmts[ST_COUNT] = {
 		"SELECT r.id, r.type, r.payload, "
 		"CASE WHEN t.run_at > now() THEN 'scheduled' ELSE 'pending' END, "
 		"r.queue, r.priority, r.max_attempts, r.timeout_s, t.run_at, "
-		"CASE WHEN t.run_at > now() THEN t.run_at "
-		"ELSE now() + make_interval(secs => $2::int) END "
+		"CASE WHEN t.run_at <= now() "
+		"THEN now() + make_interval(secs => $2::int) END "
 		"FROM json_to_recordset($1::json) AS r(id uuid, type text, "
 		"payload jsonb, queue text, priority smallint, max_attempts int, "
 		"timeout_s int, delay_ms bigint, run_at_ms bigint) "

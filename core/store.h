@@ -103,9 +103,8 @@ typedef void (*tq_store_ready_fn)(void *arg, const char *queue, int priority,
 int tq_store_promote_due(struct tq_store *store, int limit,
 			 tq_store_ready_fn cb, void *arg);
 
-/* Milliseconds until the next open job comes due for a periodic look
- * (promote, rescue or reconcile; 0 if one is due now), or -ENOENT when no
- * job is open. */
+/* Milliseconds until the earliest scheduled job is due (0 if one is due
+ * now), or -ENOENT when none is scheduled. */
 int tq_store_next_due_ms(struct tq_store *store, int64_t *ms);
 
 /* --- recovery ------------------------------------------------------- */

@@ -149,6 +149,46 @@ static void test_redis_loss_delays_not_loses(void **state)
 	th_case_passed();
 }
 
+/* A backlog that Redis still holds outlives pending_redispatch_s (5 s in
+ * the harness config): the scheduler looks at it, finds it in Redis and
+ * puts it off; no job is handed twice, each runs once. */
+static void test_backlog_waits_in_redis(void **state)
+{
+	static const char *const held =
+		"SELECT (status = 'pending' AND updated_at = created_at "
+		"AND watch_at > now() + interval '1 s')::int FROM jobs WHERE id = $1::uuid";
+	struct th_daemon *d = th_daemon_start("TASKQ_WORKERS=1", NULL);
+	char block[TH_ID_LEN], queued[3][TH_ID_LEN];
+	struct th_records recs;
+	char err[128];
+	int i;
+
+	(void)state;
+	th_submit(d, "{\"type\":\"sleep\",\"payload\":{\"ms\":8000},"
+		     "\"timeout_s\":20}", block);
+	cJSON_Delete(th_wait_status(d, block, "running", 10000));
+	for (i = 0; i < 3; i++)
+		th_submit(d, "{\"type\":\"record\",\"payload\":{}}", queued[i]);
+	/* due 5 s after the hand-off; a scheduler pass every second */
+	th_sleep_ms(7000);
+	for (i = 0; i < 3; i++) {
+		const char *p[1] = {queued[i]};
+
+		if (th_sql_long(held, p, 1) != 1)
+			fail_msg("job %s was not put off: %s", queued[i],
+				 th_sql_text("SELECT status || ' ' || (updated_at - created_at) "
+					     "|| ' ' || (watch_at - now()) FROM jobs "
+					     "WHERE id = $1::uuid", p, 1));
+	}
+	for (i = 0; i < 3; i++)
+		cJSON_Delete(th_wait_status(d, queued[i], "completed", 30000));
+	assert_int_equal(th_records_load(th_record_path(), &recs, err, sizeof(err)), 0);
+	for (i = 0; i < 3; i++)
+		assert_int_equal(th_records_count(&recs, queued[i]), 1);
+	th_records_free(&recs);
+	th_case_passed();
+}
+
 static int group_setup(void **state)
 {
 	(void)state;
@@ -169,6 +209,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_queued_jobs_survive_outage,
 						th_case_setup, th_case_teardown),
 		cmocka_unit_test_setup_teardown(test_redis_loss_delays_not_loses,
+						th_case_setup, th_case_teardown),
+		cmocka_unit_test_setup_teardown(test_backlog_waits_in_redis,
 						th_case_setup, th_case_teardown),
 	};
 
