@@ -11,6 +11,18 @@
 #include <string.h>
 
 #define ECHO_BODY "{\"type\":\"echo\",\"payload\":{\"outage\":true}}"
+#define N_QUEUED 3
+
+/* The one worker of d runs `block` (a sleep job), and N_QUEUED record jobs
+ * wait behind it: their ids sit in Redis. */
+static void block_and_queue(struct th_daemon *d, const char *block_body,
+			    char block[TH_ID_LEN], char queued[N_QUEUED][TH_ID_LEN])
+{
+	th_submit(d, block_body, block);
+	cJSON_Delete(th_wait_status(d, block, "running", 10000));
+	for (int i = 0; i < N_QUEUED; i++)
+		th_submit(d, "{\"type\":\"record\",\"payload\":{}}", queued[i]);
+}
 
 /* 6. POST during a PostgreSQL outage answers 503; recovery is automatic. */
 static void test_postgres_outage(void **state)
@@ -92,16 +104,13 @@ static void test_queued_jobs_survive_outage(void **state)
 {
 	struct th_daemon *d = th_daemon_start("TASKQ_WORKERS=1",
 					      "TASKQ_LEASE_S=5", NULL);
-	char block[TH_ID_LEN], queued[3][TH_ID_LEN];
+	char block[TH_ID_LEN], queued[N_QUEUED][TH_ID_LEN];
 	struct th_resp r;
 	int i;
 
 	(void)state;
-	th_submit(d, "{\"type\":\"sleep\",\"payload\":{\"ms\":1500},"
-		     "\"timeout_s\":5}", block);
-	cJSON_Delete(th_wait_status(d, block, "running", 10000));
-	for (i = 0; i < 3; i++)
-		th_submit(d, "{\"type\":\"record\",\"payload\":{}}", queued[i]);
+	block_and_queue(d, "{\"type\":\"sleep\",\"payload\":{\"ms\":1500},"
+			"\"timeout_s\":5}", block, queued);
 
 	th_pg_stop();
 	th_sleep_ms(2500); /* the sleep job ends while the database is down */
@@ -115,7 +124,7 @@ static void test_queued_jobs_survive_outage(void **state)
 	 * in the harness config), the sleep job perhaps through its lease
 	 * (timeout_s 5 + lease_s 5) and a second attempt. */
 	cJSON_Delete(th_wait_status(d, block, "completed", 60000));
-	for (i = 0; i < 3; i++)
+	for (i = 0; i < N_QUEUED; i++)
 		cJSON_Delete(th_wait_status(d, queued[i], "completed", 60000));
 	assert_int_equal(th_sql_long("SELECT count(*) FROM jobs WHERE status "
 				     "= 'completed'", NULL, 0),
@@ -130,21 +139,18 @@ static void test_queued_jobs_survive_outage(void **state)
 static void test_redis_loss_delays_not_loses(void **state)
 {
 	struct th_daemon *d = th_daemon_start("TASKQ_WORKERS=1", NULL);
-	char block[TH_ID_LEN], queued[3][TH_ID_LEN];
+	char block[TH_ID_LEN], queued[N_QUEUED][TH_ID_LEN];
 	int i;
 
 	(void)state;
-	th_submit(d, "{\"type\":\"sleep\",\"payload\":{\"ms\":1000}}", block);
-	cJSON_Delete(th_wait_status(d, block, "running", 10000));
-	for (i = 0; i < 3; i++)
-		th_submit(d, "{\"type\":\"record\",\"payload\":{}}", queued[i]);
+	block_and_queue(d, "{\"type\":\"sleep\",\"payload\":{\"ms\":1000}}", block, queued);
 	/* the ids sit in the ready list while the one worker is busy */
 	th_sleep_ms(200);
 	assert_true(th_redis_forget(d) >= 1);
 
 	/* pending_redispatch_s is 5 in the harness config */
 	cJSON_Delete(th_wait_status(d, block, "completed", 10000));
-	for (i = 0; i < 3; i++)
+	for (i = 0; i < N_QUEUED; i++)
 		cJSON_Delete(th_wait_status(d, queued[i], "completed", 30000));
 	th_case_passed();
 }
@@ -158,20 +164,17 @@ static void test_backlog_waits_in_redis(void **state)
 		"SELECT (status = 'pending' AND updated_at = created_at "
 		"AND watch_at > now() + interval '1 s')::int FROM jobs WHERE id = $1::uuid";
 	struct th_daemon *d = th_daemon_start("TASKQ_WORKERS=1", NULL);
-	char block[TH_ID_LEN], queued[3][TH_ID_LEN];
+	char block[TH_ID_LEN], queued[N_QUEUED][TH_ID_LEN];
 	struct th_records recs;
 	char err[128];
 	int i;
 
 	(void)state;
-	th_submit(d, "{\"type\":\"sleep\",\"payload\":{\"ms\":8000},"
-		     "\"timeout_s\":20}", block);
-	cJSON_Delete(th_wait_status(d, block, "running", 10000));
-	for (i = 0; i < 3; i++)
-		th_submit(d, "{\"type\":\"record\",\"payload\":{}}", queued[i]);
+	block_and_queue(d, "{\"type\":\"sleep\",\"payload\":{\"ms\":8000},"
+			"\"timeout_s\":20}", block, queued);
 	/* due 5 s after the hand-off; a scheduler pass every second */
 	th_sleep_ms(7000);
-	for (i = 0; i < 3; i++) {
+	for (i = 0; i < N_QUEUED; i++) {
 		const char *p[1] = {queued[i]};
 
 		if (th_sql_long(held, p, 1) != 1)
@@ -180,10 +183,10 @@ static void test_backlog_waits_in_redis(void **state)
 					     "|| ' ' || (watch_at - now()) FROM jobs "
 					     "WHERE id = $1::uuid", p, 1));
 	}
-	for (i = 0; i < 3; i++)
+	for (i = 0; i < N_QUEUED; i++)
 		cJSON_Delete(th_wait_status(d, queued[i], "completed", 30000));
 	assert_int_equal(th_records_load(th_record_path(), &recs, err, sizeof(err)), 0);
-	for (i = 0; i < 3; i++)
+	for (i = 0; i < N_QUEUED; i++)
 		assert_int_equal(th_records_count(&recs, queued[i]), 1);
 	th_records_free(&recs);
 	th_case_passed();
