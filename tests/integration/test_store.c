@@ -213,6 +213,20 @@ static void sql_exec(const char *query)
 	PQclear(r);
 }
 
+/* The SQLSTATE of a statement that must fail ("" when it did not). */
+static void sql_fails_with(const char *query, const char *sqlstate)
+{
+	PGresult *r = PQexec(sql, query);
+	const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+
+	if (!st || strcmp(st, sqlstate) != 0) {
+		PQclear(r);
+		fail_msg("%s: expected SQLSTATE %s, got %s", query, sqlstate,
+			 st ? st : "success");
+	}
+	PQclear(r);
+}
+
 /* A loopback TCP port nobody listens on (right now). */
 static int free_port(void)
 {
@@ -404,6 +418,31 @@ static void test_plans_by_partial_index(void **state)
 				 periodic[i].index, plan);
 		free(plan);
 	}
+}
+
+/* The column checks (domains since sql/007) refuse what the API would
+ * never write, in INSERT and in UPDATE alike, and change nothing. */
+static void test_checks_refuse_bad_values(void **state)
+{
+	static const char *const bad[] = {
+		"UPDATE jobs SET status = 'lost'",
+		"UPDATE jobs SET priority = 10",
+		"UPDATE jobs SET attempts = -1",
+		"UPDATE jobs SET max_attempts = 0",
+		"UPDATE jobs SET timeout_s = 0",
+		"UPDATE jobs SET progress = 101",
+		"INSERT INTO jobs (id, type, payload, status, max_attempts, timeout_s) "
+		"VALUES (gen_random_uuid(), 't', '{}', 'done', 1, 1)",
+	};
+	struct tq_job_spec spec;
+	char id[37];
+
+	(void)state;
+	spec_init(&spec, "checked", "{}");
+	insert_ok(&spec, id, 1);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		sql_fails_with(bad[i], "23514");
+	assert_status(id, "pending");
 }
 
 struct mig_arg {
@@ -1402,6 +1441,7 @@ int main(void)
 		cmocka_unit_test(test_migrate),
 		cmocka_unit_test(test_plans_by_primary_key),
 		cmocka_unit_test(test_plans_by_partial_index),
+		cmocka_unit_test(test_checks_refuse_bad_values),
 		cmocka_unit_test(test_migrate_concurrent),
 		cmocka_unit_test(test_insert_get),
 		cmocka_unit_test(test_insert_scheduled),
