@@ -398,6 +398,9 @@ static void test_release_at_shutdown(void **state)
 	assert_string_equal(s.ids[0], id);
 	expect("SELECT status || ' ' || (lease_expires_at IS NULL) FROM jobs WHERE id = $1::uuid",
 	       id, "pending true");
+	/* handed to Redis again: watched from now */
+	expect("SELECT watch_at BETWEEN now() + interval '29 s' AND now() + interval '31 s' "
+	       "FROM jobs WHERE id = $1::uuid", id, "t");
 	/* the worker's late outcome loses */
 	assert_int_equal(tq_store_complete(store, id, 1, c.token, NULL), -ESTALE);
 	assert_int_equal(tq_store_release(store, id, 1, c.token, on_ready, &s), -ESTALE);
@@ -407,7 +410,8 @@ static void test_release_at_shutdown(void **state)
 	claim(last, 60, &c);
 	assert_int_equal(tq_store_release(store, last, 1, c.token, on_ready, &s), 0);
 	assert_int_equal(s.n, 1); /* not dispatched: its attempts are spent */
-	expect("SELECT status FROM jobs WHERE id = $1::uuid", last, "failed");
+	expect("SELECT status || ' ' || (watch_at IS NULL) FROM jobs WHERE id = $1::uuid", last,
+	       "failed true");
 	tq_claim_free(&c);
 }
 
