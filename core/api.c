@@ -658,33 +658,45 @@ static void after_commit(struct tq_api *api, const struct tq_job_spec *spec,
 	}
 }
 
-/* The new job as GET shows it, built from what was committed. */
+/* A string JSON carries as it is: no quote, backslash or control
+ * character. */
+static bool json_plain(const char *s)
+{
+	for (; *s; s++)
+		if (*s == '"' || *s == '\\' || (unsigned char)*s < 0x20)
+			return false;
+	return true;
+}
+
+/*
+ * The new job as GET shows it, built from what was committed, printed in
+ * one pass: as a cJSON tree it took some 60 allocations per request, 11 %
+ * of taskqd's CPU in a burst of single submissions.  Every string is
+ * plain (an id, timestamps printed by PostgreSQL, names request.c limits
+ * to letters, digits, "_", "." and "-"), and the payload is the request's
+ * own JSON text; a string that is not plain is a bug, answered with the
+ * id alone (NULL).
+ */
 static char *new_job_json(const struct tq_job_spec *spec, const struct tq_inserted *ins)
 {
-	cJSON *o = cJSON_CreateObject();
-	char *text = NULL;
+	char *text;
 
-	if (!o)
+	if (!json_plain(spec->type) || !json_plain(spec->queue) ||
+	    !json_plain(ins->run_at) || !json_plain(ins->created_at)) {
+		tq_warn("job %s: a field of the 201 body needs escaping", ins->id);
 		return NULL;
-	if (cJSON_AddStringToObject(o, "id", ins->id) &&
-	    cJSON_AddStringToObject(o, "type", spec->type) &&
-	    cJSON_AddItemToObject(o, "payload", cJSON_CreateRaw(spec->payload)) &&
-	    cJSON_AddStringToObject(o, "status", ins->pending ? "pending" : "scheduled") &&
-	    cJSON_AddStringToObject(o, "queue", spec->queue) &&
-	    tq_json_add_int(o, "priority", spec->priority) &&
-	    tq_json_add_int(o, "attempts", 0) &&
-	    tq_json_add_int(o, "max_attempts", spec->max_attempts) &&
-	    tq_json_add_int(o, "timeout_s", spec->timeout_s) &&
-	    cJSON_AddNullToObject(o, "error") && cJSON_AddNullToObject(o, "result") &&
-	    cJSON_AddNullToObject(o, "progress") &&
-	    cJSON_AddNullToObject(o, "progress_message") &&
-	    cJSON_AddStringToObject(o, "run_at", ins->run_at) &&
-	    cJSON_AddNullToObject(o, "lease_expires_at") &&
-	    cJSON_AddStringToObject(o, "created_at", ins->created_at) &&
-	    cJSON_AddStringToObject(o, "updated_at", ins->created_at) &&
-	    cJSON_AddNullToObject(o, "started_at") && cJSON_AddNullToObject(o, "completed_at"))
-		text = cJSON_PrintUnformatted(o);
-	cJSON_Delete(o);
+	}
+	if (asprintf(&text,
+		     "{\"id\":\"%s\",\"type\":\"%s\",\"payload\":%s,\"status\":\"%s\","
+		     "\"queue\":\"%s\",\"priority\":%d,\"attempts\":0,\"max_attempts\":%d,"
+		     "\"timeout_s\":%d,\"error\":null,\"result\":null,\"progress\":null,"
+		     "\"progress_message\":null,\"run_at\":\"%s\",\"lease_expires_at\":null,"
+		     "\"created_at\":\"%s\",\"updated_at\":\"%s\",\"started_at\":null,"
+		     "\"completed_at\":null}",
+		     ins->id, spec->type, spec->payload, ins->pending ? "pending" : "scheduled",
+		     spec->queue, spec->priority, spec->max_attempts, spec->timeout_s, ins->run_at,
+		     ins->created_at, ins->created_at) < 0)
+		return NULL;
 	return text;
 }
 

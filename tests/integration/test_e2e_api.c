@@ -134,6 +134,34 @@ static void test_location_and_alias(void **state)
 	th_case_passed();
 }
 
+/* The 201 body is the job exactly as GET shows it (a job scheduled an
+ * hour ahead, so that nothing changes it in between), whatever the
+ * payload's spacing, nesting and escapes. */
+static void test_created_body_is_the_job(void **state)
+{
+	struct th_daemon *d = th_daemon_start(NULL);
+	struct th_resp created, got;
+	char path[128];
+
+	(void)state;
+	th_http(d, "POST", "/v1/jobs",
+		"{\"type\":\"echo\",\"queue\":\"q.A-1_b\",\"delay_s\":3600,"
+		"\"payload\": { \"s\" : \"\\u00e9 \\\"q\\\" \\\\\", \"n\":[1, 2.5, -3e2, null],"
+		"\"o\":{\"t\":true} } }",
+		"application/json", &created);
+	assert_int_equal(created.status, 201);
+	assert_job_shape(created.json);
+	assert_string_equal(th_json_str(created.json, "status"), "scheduled");
+	snprintf(path, sizeof(path), "/v1/jobs/%s", th_json_str(created.json, "id"));
+	th_http(d, "GET", path, NULL, NULL, &got);
+	assert_int_equal(got.status, 200);
+	if (!cJSON_Compare(created.json, got.json, 1))
+		fail_msg("201 body %s\nGET body %s", created.body, got.body);
+	th_resp_free(&created);
+	th_resp_free(&got);
+	th_case_passed();
+}
+
 static void submit_typed(struct th_daemon *d, const char *type,
 			 const char *payload, char id[TH_ID_LEN])
 {
@@ -507,6 +535,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_echo_completes_with_result,
+						th_case_setup, th_case_teardown),
+		cmocka_unit_test_setup_teardown(test_created_body_is_the_job,
 						th_case_setup, th_case_teardown),
 		cmocka_unit_test_setup_teardown(test_location_and_alias,
 						th_case_setup, th_case_teardown),
