@@ -6,6 +6,7 @@
  */
 #include "harness.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,6 +193,58 @@ static void test_backlog_waits_in_redis(void **state)
 	th_case_passed();
 }
 
+/* Whether the running daemon's environment holds needle (it is read from
+ * /proc, so it is what the process runs with after any exec). */
+static bool environ_has(pid_t pid, const char *needle)
+{
+	char path[64], buf[65536];
+	size_t n, off = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	for (; off < n; off += strlen(buf + off) + 1)
+		if (strstr(buf + off, needle))
+			return true;
+	return false;
+}
+
+/*
+ * A node killed with -9 in the middle of a job: another node runs it again
+ * once its lease expires, even when the lease is far shorter than
+ * pending_redispatch_s (the claim does not move the job's watch, so the
+ * watch must already fall within a lease of the hand-off).  And the node
+ * runs without glibc's per-thread caches of freed blocks, under the same
+ * pid (it starts itself again with the tunable set).
+ */
+static void test_killed_node_job_runs_again_within_lease(void **state)
+{
+	struct th_daemon *a = th_daemon_start("TASKQ_LEASE_S=3", "TASKQ_HEARTBEAT_S=1",
+					      "TASKQ_PENDING_REDISPATCH_S=120", NULL);
+	struct th_daemon *b;
+	char id[TH_ID_LEN];
+	cJSON *job;
+
+	(void)state;
+	assert_true(environ_has(a->pid, "glibc.malloc.tcache_count=0"));
+	th_submit(a, "{\"type\":\"sleep\",\"payload\":{\"ms\":1500},"
+		     "\"timeout_s\":10}", id);
+	cJSON_Delete(th_wait_status(a, id, "running", 10000));
+	th_daemon_kill(a);
+	b = th_daemon_start("TASKQ_LEASE_S=3", "TASKQ_HEARTBEAT_S=1",
+			    "TASKQ_PENDING_REDISPATCH_S=120", NULL);
+	/* lease 3 s, a pass a second, backoff up to 1 s, the run 1.5 s:
+	 * far within the 120 s a watch at pending_redispatch_s would wait */
+	job = th_wait_status(b, id, "completed", 20000);
+	assert_int_equal(th_json_int(job, "attempts"), 2);
+	cJSON_Delete(job);
+	th_case_passed();
+}
+
 static int group_setup(void **state)
 {
 	(void)state;
@@ -214,6 +267,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_redis_loss_delays_not_loses,
 						th_case_setup, th_case_teardown),
 		cmocka_unit_test_setup_teardown(test_backlog_waits_in_redis,
+						th_case_setup, th_case_teardown),
+		cmocka_unit_test_setup_teardown(test_killed_node_job_runs_again_within_lease,
 						th_case_setup, th_case_teardown),
 	};
 
