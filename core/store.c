@@ -155,6 +155,9 @@ enum stmt_id {
 struct stmt {
 	const char *name;
 	const char *sql;
+	/* planned afresh at each execution instead of once per connection
+	 * (see conn_connect()) */
+	bool replan;
 };
 
 static const struct stmt stmts[ST_COUNT] = {
@@ -271,7 +274,7 @@ static const struct stmt stmts[ST_COUNT] = {
 		"$6::bigint[]) AS r(id, attempt, progress, msg, token) "
 		"WHERE j.id = r.id AND j.attempts = r.attempt "
 		"AND j.claim_token = r.token AND j.status = $7::text "
-		"RETURNING j.id::text, j.cancel_requested"},
+		"RETURNING j.id::text, j.cancel_requested", .replan = true},
 	/*
 	 * Due running jobs, $1 at a time.  Those whose lease expired (their
 	 * worker died or hung) go back to scheduled with backoff ($2 base ms,
@@ -378,8 +381,7 @@ static const struct stmt stmts[ST_COUNT] = {
 		"started_at = now(), updated_at = now(), "
 		"lease_expires_at = now() + make_interval(secs => $2::int), "
 		"claim_token = $3::bigint "
-		"FROM unnest($1::uuid[]) AS r(id) "
-		"WHERE j.id = r.id AND j.status = $4::text AND " ASYNC_COMMIT " "
+		"WHERE j.id = ANY($1::uuid[]) AND j.status = $4::text AND " ASYNC_COMMIT " "
 		"RETURNING j.id::text, j.type, j.payload::text, j.queue, j.attempts, "
 		"j.max_attempts, j.timeout_s"},
 	[ST_COMPLETE_MANY] = {"tq_complete_many",
@@ -390,7 +392,7 @@ static const struct stmt stmts[ST_COUNT] = {
 		"AS r(id, attempt, result, token) "
 		"WHERE j.id = r.id AND j.status = $5::text "
 		"AND j.attempts = r.attempt AND j.claim_token = r.token "
-		"RETURNING j.id::text"},
+		"RETURNING j.id::text", .replan = true},
 	[ST_RELEASE] = {"tq_release",
 		"UPDATE jobs SET status = CASE WHEN cancel_requested THEN 'cancelled' "
 		"WHEN attempts >= max_attempts THEN 'failed' ELSE 'pending' END, "
@@ -613,9 +615,17 @@ static int conn_connect(struct tq_store *s, struct store_conn *c,
 	 * planned once per connection (generic plans): planning each
 	 * execution afresh cost a quarter of PostgreSQL's CPU on the hot
 	 * path.  A generic plan made while the table is small would keep
-	 * hashing a scan of the whole table as it grows, so sequential scans,
-	 * hash and merge joins are priced out: the plans stay index lookups
-	 * and nested loops whatever the statistics were at planning time.
+	 * hashing or scanning the whole table as it grows, so sequential
+	 * scans, hash and merge joins are priced out.  That is not enough for
+	 * a join of an unnest() of ids with jobs: planned while the table is
+	 * (nearly) empty, its cheapest generic plan reads the whole primary
+	 * key in order and filters it against the ids, which made every claim
+	 * of a burst after an empty table read the whole backlog, for a
+	 * minute, until autovacuum's analyze replaced the plan.  So a batch
+	 * that only names ids says "id = ANY($1)", which no plan can serve
+	 * but by looking the ids up, and the two statements that must join
+	 * per-row values to the rows (outcomes and heartbeats) are planned
+	 * at each execution (stmt.replan), for the table as it is.
 	 */
 	static const char *const keys[] = {
 		"connect_timeout", "keepalives_idle", "keepalives_interval",
@@ -768,8 +778,12 @@ static PGresult *conn_exec(struct tq_store *s, struct store_conn *c, int id,
 	*rc = conn_ensure_prepared(s, c, id);
 	if (*rc)
 		return NULL;
-	res = PQexecPrepared(c->pg, stmts[id].name, nparams, params, NULL,
-			     NULL, 0);
+	if (stmts[id].replan)
+		res = PQexecParams(c->pg, stmts[id].sql, nparams, NULL, params, NULL,
+				   NULL, 0);
+	else
+		res = PQexecPrepared(c->pg, stmts[id].name, nparams, params, NULL,
+				     NULL, 0);
 	es = PQresultStatus(res);
 	if (es != PGRES_COMMAND_OK && es != PGRES_TUPLES_OK) {
 		*rc = classify(s, c, res, stmts[id].name);
@@ -896,17 +910,35 @@ int tq_store_explain(struct tq_store *s, const char *name, char **plan)
 	}
 	n = PQnparams(res);
 	PQclear(res);
-	tb_puts(&sql, "EXPLAIN (COSTS OFF) EXECUTE ");
-	tb_puts(&sql, stmts[id].name);
-	for (int i = 0; i < n; i++)
-		tb_puts(&sql, i ? ", NULL" : "(NULL");
-	tb_puts(&sql, n ? ")" : "");
+	res = NULL;
+	if (stmts[id].replan) {
+		/* as it is planned when it runs: afresh, for the table as it is */
+		tb_puts(&sql, "EXPLAIN (COSTS OFF) ");
+		tb_puts(&sql, stmts[id].sql);
+	} else {
+		/* the plan this connection keeps */
+		tb_puts(&sql, "EXPLAIN (COSTS OFF) EXECUTE ");
+		tb_puts(&sql, stmts[id].name);
+		for (int i = 0; i < n; i++)
+			tb_puts(&sql, i ? ", NULL" : "(NULL");
+		tb_puts(&sql, n ? ")" : "");
+	}
 	if (sql.failed) {
-		res = NULL;
 		rc = -ENOMEM;
 		goto out;
 	}
-	res = PQexec(c->pg, sql.p);
+	if (stmts[id].replan) {
+		const char **nulls = calloc((size_t)(n > 0 ? n : 1), sizeof(*nulls));
+
+		if (!nulls) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		res = PQexecParams(c->pg, sql.p, n, NULL, nulls, NULL, NULL, 0);
+		free(nulls);
+	} else {
+		res = PQexec(c->pg, sql.p);
+	}
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		rc = classify(s, c, res, "explain");
 		goto out;
