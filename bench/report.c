@@ -226,15 +226,23 @@ int tq_report_print(const cJSON *all)
 		    isnan(v) ? -1 : v < 100);
 	}
 	if (has(all, "memory")) {
-		fmt(value, sizeof(value), 0, num(all, "memory.run.accepted"));
+		fmt(value, sizeof(value), 0,
+		    num(all, "memory.first.accepted") + num(all, "memory.run.accepted"));
 		row("", "jobs in the long run", value, "1000000", -1);
 		fmt(value, sizeof(value), 1, num(all, "memory.rss_before_kib") / MIB);
 		row("", "RSS before (MiB)", value, "", -1);
+		fmt(value, sizeof(value), 1, num(all, "memory.rss_at_first_kib") / MIB);
+		snprintf(tgt, sizeof(tgt), "RSS after the first %.0f (MiB)",
+			 num(all, "memory.jobs_first"));
+		row("", tgt, value, "", -1);
 		fmt(value, sizeof(value), 1, num(all, "memory.rss_after_kib") / MIB);
 		row("", "RSS after (MiB)", value, "", -1);
 		v = num(all, "memory.rss_change_pct");
 		snprintf(value, sizeof(value), "%+.1f%%", v);
-		row("", "RSS change", value, "+-10%", isnan(v) ? -1 : fabs(v) <= 10);
+		row("", "RSS change, first tenth to end", value, "+-10%", isnan(v) ? -1 : fabs(v) <= 10);
+		v = num(all, "memory.rss_change_whole_pct");
+		snprintf(value, sizeof(value), "%+.1f%%", v);
+		row("", "RSS change, whole run", value, "", -1);
 		fmt(value, sizeof(value), 1, num(all, "memory.peak_rss_kib") / MIB);
 		row("", "peak RSS overall (MiB)", value, "< 100",
 		    at_most(num(all, "memory.peak_rss_kib") / MIB, 100));
