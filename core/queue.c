@@ -45,6 +45,9 @@ struct tq_queue {
 	const char *const *argv_for;
 	char **argv;
 	size_t argc;
+
+	/* the server has no BLMPOP (before Redis 7.0): pop with a script */
+	bool no_blmpop;
 };
 
 int tq_key_ready(char *buf, size_t len, const char *prefix, const char *queue,
@@ -423,6 +426,20 @@ int tq_queue_ping(struct tq_queue *q)
 	return r;
 }
 
+/* Take the ids of a reply's array of strings, up to max. */
+static void take_ids(const redisReply *arr, size_t max, char (*ids)[37], size_t *n)
+{
+	for (size_t i = 0; i < arr->elements && *n < max; i++) {
+		const redisReply *e = arr->element[i];
+
+		if (e->type == REDIS_REPLY_STRING && e->len == 36) {
+			memcpy(ids[*n], e->str, 36);
+			ids[*n][36] = '\0';
+			(*n)++;
+		}
+	}
+}
+
 /*
  * Pop up to ARGV[1] ids from KEYS in order (priority 9..0), without
  * blocking.  RPOP with a count needs Redis 6.2.
@@ -463,17 +480,61 @@ static int pop_now(struct tq_queue *q, size_t max, char (*ids)[37], size_t *n)
 	if (!reply)
 		return broken(q);
 	if (reply->type == REDIS_REPLY_ARRAY) {
-		for (size_t i = 0; i < reply->elements && *n < max; i++) {
-			redisReply *e = reply->element[i];
-
-			if (e->type == REDIS_REPLY_STRING && e->len == 36) {
-				memcpy(ids[*n], e->str, 36);
-				ids[*n][36] = '\0';
-				(*n)++;
-			}
-		}
+		take_ids(reply, max, ids, n);
 	} else {
 		tq_warn("redis pop failed: %s",
+			reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+		r = -EIO;
+	}
+	freeReplyObject(reply);
+	return r;
+}
+
+/*
+ * BLMPOP timeout numkeys key... RIGHT COUNT max (Redis 7.0): one command
+ * that waits for the first non-empty list in priority order and takes up
+ * to max ids from it.  -ENOTSUP when the server does not know it.
+ */
+static int blmpop(struct tq_queue *q, size_t max, int timeout_s, char (*ids)[37], size_t *n)
+{
+	size_t nkeys = q->argc - 2, k = 0;
+	const char **argv = calloc(nkeys + 6, sizeof(*argv));
+	struct timeval block = {.tv_sec = timeout_s > 0 ? timeout_s + COMMAND_TIMEOUT_S : 0};
+	struct timeval cmd = {.tv_sec = COMMAND_TIMEOUT_S};
+	char timeout[24], nkeys_s[24], max_s[24];
+	redisReply *reply;
+	int r = 0;
+
+	if (!argv)
+		return -ENOMEM;
+	snprintf(timeout, sizeof(timeout), "%d", timeout_s);
+	snprintf(nkeys_s, sizeof(nkeys_s), "%zu", nkeys);
+	snprintf(max_s, sizeof(max_s), "%zu", max);
+	argv[k++] = "BLMPOP";
+	argv[k++] = timeout;
+	argv[k++] = nkeys_s;
+	for (size_t i = 0; i < nkeys; i++)
+		argv[k++] = q->argv[1 + i];
+	argv[k++] = "RIGHT";
+	argv[k++] = "COUNT";
+	argv[k++] = max_s;
+	/* the socket must wait at least as long as the server blocks */
+	redisSetTimeout(q->ctx, block);
+	reply = redisCommandArgv(q->ctx, (int)k, argv, NULL);
+	free(argv);
+	if (!reply)
+		return broken(q);
+	redisSetTimeout(q->ctx, cmd);
+	if (reply->type == REDIS_REPLY_NIL) {
+		r = -ETIMEDOUT;
+	} else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+		   reply->element[1]->type == REDIS_REPLY_ARRAY) {
+		take_ids(reply->element[1], max, ids, n);
+	} else if (reply->type == REDIS_REPLY_ERROR &&
+		   strncmp(reply->str, "ERR unknown command", 19) == 0) {
+		r = -ENOTSUP;
+	} else {
+		tq_warn("redis BLMPOP failed: %s",
 			reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
 		r = -EIO;
 	}
@@ -497,6 +558,13 @@ int tq_queue_pop_many(struct tq_queue *q, const char *const *queues, size_t max,
 	r = build_argv(q, queues, timeout_s);
 	if (r)
 		return r;
+	if (!q->no_blmpop) {
+		r = blmpop(q, max, timeout_s, ids, n);
+		if (r != -ENOTSUP)
+			return r;
+		q->no_blmpop = true;
+		tq_info("redis has no BLMPOP (before 7.0): ids are popped with a script");
+	}
 	r = pop_now(q, max, ids, n);
 	if (r || *n)
 		return r;

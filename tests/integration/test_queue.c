@@ -1,6 +1,8 @@
 /* Integration tests: the Redis queue and the dispatcher, on a real Redis. */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/wait.h>
 #include <cmocka.h>
 
 #include "dispatch.h"
@@ -115,6 +118,85 @@ static void test_other_queue_not_taken(void **state)
 	assert_int_equal(tq_queue_pop(q, mail, 1, got), 0);
 	assert_string_equal(got, id);
 	tq_queue_close(q);
+}
+
+/* Push six ids of three priorities, then take them with
+ * tq_queue_pop_many(): highest priority first, FIFO within one, however
+ * many calls that takes; then nothing is left. */
+static void check_pop_many(struct tq_queue *q)
+{
+	struct tq_ready items[6];
+	char ids[6][37], got[8][37];
+	static const int prio[6] = {0, 5, 0, 9, 5, 0};
+	static const int order[6] = {3, 1, 4, 0, 2, 5};
+	size_t taken = 0, n;
+
+	for (int i = 0; i < 6; i++) {
+		make_id(ids[i], 100 + i);
+		items[i] = (struct tq_ready){.queue = "default", .priority = prio[i], .id = ids[i]};
+	}
+	assert_int_equal(tq_queue_push(q, items, 6), 0);
+	while (taken < 6) {
+		assert_int_equal(tq_queue_pop_many(q, queues, 8 - taken, 1, got + taken, &n), 0);
+		assert_true(n >= 1);
+		taken += n;
+	}
+	assert_int_equal(taken, 6);
+	for (int i = 0; i < 6; i++)
+		assert_string_equal(got[i], ids[order[i]]);
+	assert_int_equal(tq_queue_pop_many(q, queues, 8, 1, got, &n), -ETIMEDOUT);
+}
+
+static void test_pop_many_priority_order(void **state)
+{
+	struct tq_queue *q = open_queue();
+
+	(void)state;
+	check_pop_many(q);
+	tq_queue_close(q);
+}
+
+/*
+ * A Redis without BLMPOP (before 7.0; here a private server that renames
+ * it away): taking many ids falls back to a script and keeps the order.
+ */
+static void test_pop_many_without_blmpop(void **state)
+{
+	char url[64], port[16], err[256];
+	struct tq_queue *q = NULL;
+	int p = 16379 + 211, r = -1;
+	pid_t pid;
+
+	(void)state;
+	snprintf(port, sizeof(port), "%d", p);
+	snprintf(url, sizeof(url), "redis://127.0.0.1:%d/0", p);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int null = open("/dev/null", O_WRONLY);
+
+		dup2(null, 1);
+		dup2(null, 2);
+		execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
+		       "--save", "", "--appendonly", "no", "--rename-command", "BLMPOP", "",
+		       (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 100 && r != 0; i++) {
+		usleep(50 * 1000);
+		if (!q && tq_queue_open(&q, url, prefix, err, sizeof(err)) != 0)
+			q = NULL;
+		r = q ? tq_queue_ping(q) : -1;
+	}
+	if (r != 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		fail_msg("a private redis-server on port %d did not answer", p);
+	}
+	check_pop_many(q);
+	tq_queue_close(q);
+	kill(pid, SIGTERM);
+	waitpid(pid, NULL, 0);
 }
 
 struct popper {
@@ -253,6 +335,8 @@ int main(void)
 		cmocka_unit_test(test_key_layout),
 		cmocka_unit_test(test_priority_then_fifo),
 		cmocka_unit_test(test_other_queue_not_taken),
+		cmocka_unit_test(test_pop_many_priority_order),
+		cmocka_unit_test(test_pop_many_without_blmpop),
 		cmocka_unit_test(test_interrupt_wakes_blocked_pop),
 		cmocka_unit_test(test_dispatch_delivers_in_order),
 		cmocka_unit_test(test_dispatch_long_stream_in_order),
