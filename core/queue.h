@@ -41,9 +41,11 @@ int tq_queue_push(struct tq_queue *q, const struct tq_ready *items, size_t n);
 int tq_queue_pop(struct tq_queue *q, const char *const *queues, int timeout_s,
 		 char id[37]);
 
-/* Take up to max ids at once, highest priority first: whatever is ready
- * now, or else block (as tq_queue_pop()) for the first and take what
- * arrived with it.  0 with *n >= 1, or as tq_queue_pop(). */
+/* Take up to max ids at once, highest priority first, FIFO within a
+ * priority; block (as tq_queue_pop()) while none is ready.  With Redis
+ * 7.0 (BLMPOP) the ids of one call come from the first non-empty priority
+ * list; older servers get a script that takes from every list.  0 with
+ * *n >= 1, or as tq_queue_pop(). */
 int tq_queue_pop_many(struct tq_queue *q, const char *const *queues, size_t max,
 		      int timeout_s, char (*ids)[37], size_t *n);
 
