@@ -116,6 +116,12 @@
 #define ASYNC_COMMIT \
 	"(SELECT set_config('synchronous_commit', 'off', true)) = 'off'"
 
+/* A row's entry in a JSON object parameter keyed by "<id>:<claim token>":
+ * what a batch sends for each row it names, found only by the claim that
+ * holds the row now. */
+#define BY_TOKEN(param) \
+	"(" param "::jsonb -> (j.id::text || ':' || j.claim_token::text))"
+
 /* The scheduled jobs, as jobs_scheduled_idx's predicate lets a plan read
  * them (sql/006_watch_at.sql). */
 #define SCHEDULED \
@@ -153,9 +159,6 @@ enum stmt_id {
 struct stmt {
 	const char *name;
 	const char *sql;
-	/* planned afresh at each execution instead of once per connection
-	 * (see conn_connect()) */
-	bool replan;
 };
 
 static const struct stmt stmts[ST_COUNT] = {
@@ -256,23 +259,22 @@ static const struct stmt stmts[ST_COUNT] = {
 		"WHERE " SCHEDULED ") t WHERE t.m IS NOT NULL"},
 	/*
 	 * Renew the leases of a node's running attempts and store their
-	 * progress: $1 ids, $2 attempts, $3 lease seconds, $4 progress (NULL:
-	 * unchanged), $5 progress messages, $6 claim tokens, $7 "running".
-	 * A lease is never renewed past
-	 * the attempt's timeout plus one lease, so a hung handler loses it.
+	 * progress: $1 ids, $2 lease seconds, $3 {"<id>:<claim token>":
+	 * {"a": attempt, "p": progress, "m": message}, ...} ("p" absent:
+	 * unchanged), $4 "running".  Rows by id = ANY, values by id and token,
+	 * as for the outcomes of a batch.  A lease is never renewed past the
+	 * attempt's timeout plus one lease, so a hung handler loses it.
 	 */
 	[ST_HEARTBEAT] = {"tq_heartbeat",
 		"UPDATE jobs j SET lease_expires_at = least("
-		"now() + make_interval(secs => $3::int), "
-		"j.started_at + make_interval(secs => j.timeout_s + $3::int)), "
-		"progress = coalesce(r.progress, j.progress), "
-		"progress_message = CASE WHEN r.progress IS NULL "
-		"THEN j.progress_message ELSE r.msg END "
-		"FROM unnest($1::uuid[], $2::int[], $4::smallint[], $5::text[], "
-		"$6::bigint[]) AS r(id, attempt, progress, msg, token) "
-		"WHERE j.id = r.id AND j.attempts = r.attempt "
-		"AND j.claim_token = r.token AND j.status = $7::text "
-		"RETURNING j.id::text, j.cancel_requested", .replan = true},
+		"now() + make_interval(secs => $2::int), "
+		"j.started_at + make_interval(secs => j.timeout_s + $2::int)), "
+		"progress = coalesce((" BY_TOKEN("$3") " ->> 'p')::smallint, j.progress), "
+		"progress_message = CASE WHEN (" BY_TOKEN("$3") " ->> 'p') IS NULL "
+		"THEN j.progress_message ELSE " BY_TOKEN("$3") " ->> 'm' END "
+		"WHERE j.id = ANY($1::uuid[]) AND j.status = $4::text "
+		"AND j.attempts = (" BY_TOKEN("$3") " ->> 'a')::int "
+		"RETURNING j.id::text, j.cancel_requested"},
 	/*
 	 * Due running jobs, $1 at a time.  Those whose lease expired (their
 	 * worker died or hung) go back to scheduled with backoff ($2 base ms,
@@ -391,12 +393,11 @@ static const struct stmt stmts[ST_COUNT] = {
 	 */
 	[ST_COMPLETE_MANY] = {"tq_complete_many",
 		"UPDATE jobs j SET status = 'completed', "
-		"result = ($2::jsonb -> (j.id::text || ':' || j.claim_token::text)) -> 'r', "
+		"result = " BY_TOKEN("$2") " -> 'r', "
 		"completed_at = now(), updated_at = now(), lease_expires_at = NULL, "
 		"watch_at = NULL "
 		"WHERE j.id = ANY($1::uuid[]) AND j.status = $3::text "
-		"AND j.attempts = (($2::jsonb -> (j.id::text || ':' || "
-		"j.claim_token::text)) ->> 'a')::int "
+		"AND j.attempts = (" BY_TOKEN("$2") " ->> 'a')::int "
 		"RETURNING j.id::text, j.claim_token"},
 	[ST_RELEASE] = {"tq_release",
 		"UPDATE jobs SET status = CASE WHEN cancel_requested THEN 'cancelled' "
@@ -628,10 +629,9 @@ static int conn_connect(struct tq_store *s, struct store_conn *c,
 	 * of a burst after an empty table read the whole backlog, for a
 	 * minute, until autovacuum's analyze replaced the plan.  So a batch
 	 * that names rows says "id = ANY($1)", which no plan can serve but
-	 * by looking the ids up; the outcomes of a batch read their per-row
-	 * values from a JSON object keyed by id, and heartbeats, which come
-	 * a few times a lease, are planned at each execution (stmt.replan)
-	 * for the table as it is.  Planning the outcomes at each execution
+	 * by looking the ids up; outcomes and heartbeats read their per-row
+	 * values from a JSON object keyed by id and claim token (BY_TOKEN)
+	 * instead of joining them.  Planning such joins at each execution
 	 * instead cost 12 % of PostgreSQL's CPU in a burst.
 	 */
 	static const char *const keys[] = {
@@ -785,12 +785,8 @@ static PGresult *conn_exec(struct tq_store *s, struct store_conn *c, int id,
 	*rc = conn_ensure_prepared(s, c, id);
 	if (*rc)
 		return NULL;
-	if (stmts[id].replan)
-		res = PQexecParams(c->pg, stmts[id].sql, nparams, NULL, params, NULL,
-				   NULL, 0);
-	else
-		res = PQexecPrepared(c->pg, stmts[id].name, nparams, params, NULL,
-				     NULL, 0);
+	res = PQexecPrepared(c->pg, stmts[id].name, nparams, params, NULL,
+			     NULL, 0);
 	es = PQresultStatus(res);
 	if (es != PGRES_COMMAND_OK && es != PGRES_TUPLES_OK) {
 		*rc = classify(s, c, res, stmts[id].name);
@@ -874,18 +870,6 @@ static void tb_puts(struct textbuf *b, const char *s)
 	tb_putn(b, s, strlen(s));
 }
 
-/* An element of a text[] literal: double-quoted, \ and " escaped. */
-static void tb_put_quoted(struct textbuf *b, const char *s)
-{
-	tb_putn(b, "\"", 1);
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			tb_putn(b, "\\", 1);
-		tb_putn(b, s, 1);
-	}
-	tb_putn(b, "\"", 1);
-}
-
 /* A JSON string: runs of plain characters copied at once; quote,
  * backslash and control characters escaped. */
 static void tb_put_json_string(struct textbuf *b, const char *s)
@@ -920,6 +904,18 @@ static void tb_put_json_int(struct textbuf *b, const char *key, long long v)
 	tb_puts(b, num);
 }
 
+/* The start of a row's entry in a BY_TOKEN object, after "{" for the
+ * first entry or "," for the others: "<id>:<token>":{"a":<attempt> */
+static void tb_put_token_entry(struct textbuf *b, const char *id, int64_t token, int attempt)
+{
+	char num[64];
+
+	tb_puts(b, b->len ? ",\"" : "{\"");
+	tb_puts(b, id);
+	snprintf(num, sizeof(num), ":%" PRId64 "\":{\"a\":%d", token, attempt);
+	tb_puts(b, num);
+}
+
 static void tb_free(struct textbuf *b)
 {
 	free(b->p);
@@ -951,35 +947,17 @@ int tq_store_explain(struct tq_store *s, const char *name, char **plan)
 	}
 	n = PQnparams(res);
 	PQclear(res);
-	res = NULL;
-	if (stmts[id].replan) {
-		/* as it is planned when it runs: afresh, for the table as it is */
-		tb_puts(&sql, "EXPLAIN (COSTS OFF) ");
-		tb_puts(&sql, stmts[id].sql);
-	} else {
-		/* the plan this connection keeps */
-		tb_puts(&sql, "EXPLAIN (COSTS OFF) EXECUTE ");
-		tb_puts(&sql, stmts[id].name);
-		for (int i = 0; i < n; i++)
-			tb_puts(&sql, i ? ", NULL" : "(NULL");
-		tb_puts(&sql, n ? ")" : "");
-	}
+	tb_puts(&sql, "EXPLAIN (COSTS OFF) EXECUTE ");
+	tb_puts(&sql, stmts[id].name);
+	for (int i = 0; i < n; i++)
+		tb_puts(&sql, i ? ", NULL" : "(NULL");
+	tb_puts(&sql, n ? ")" : "");
 	if (sql.failed) {
+		res = NULL;
 		rc = -ENOMEM;
 		goto out;
 	}
-	if (stmts[id].replan) {
-		const char **nulls = calloc((size_t)(n > 0 ? n : 1), sizeof(*nulls));
-
-		if (!nulls) {
-			rc = -ENOMEM;
-			goto out;
-		}
-		res = PQexecParams(c->pg, sql.p, n, NULL, nulls, NULL, NULL, 0);
-		free(nulls);
-	} else {
-		res = PQexec(c->pg, sql.p);
-	}
+	res = PQexec(c->pg, sql.p);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		rc = classify(s, c, res, "explain");
 		goto out;
@@ -1640,9 +1618,9 @@ out:
 int tq_store_heartbeat(struct tq_store *s, const struct tq_lease *leases, size_t n,
 		       int lease_s, tq_store_lease_fn cb, void *arg)
 {
-	struct textbuf ids = {0}, atts = {0}, progs = {0}, msgs = {0}, toks = {0};
-	const char *params[7];
-	char lease[16], num[24], msg[TQ_ERROR_MAX + 1];
+	struct textbuf ids = {0}, map = {0};
+	const char *params[4];
+	char lease[16], msg[TQ_ERROR_MAX + 1];
 	PGresult *res = NULL;
 	int rc, rows;
 
@@ -1655,49 +1633,33 @@ int tq_store_heartbeat(struct tq_store *s, const struct tq_lease *leases, size_t
 		if (!norm_uuid(leases[i].id, uid))
 			continue;
 		tb_puts(&ids, ids.len ? "," : "{");
-		tb_puts(&atts, atts.len ? "," : "{");
-		tb_puts(&progs, progs.len ? "," : "{");
-		tb_puts(&msgs, msgs.len ? "," : "{");
-		tb_puts(&toks, toks.len ? "," : "{");
 		tb_puts(&ids, uid);
-		snprintf(num, sizeof(num), "%d", leases[i].attempt);
-		tb_puts(&atts, num);
-		snprintf(num, sizeof(num), "%" PRId64, leases[i].token);
-		tb_puts(&toks, num);
+		tb_put_token_entry(&map, uid, leases[i].token, leases[i].attempt);
 		if (leases[i].progress >= 0 && leases[i].progress <= 100) {
-			snprintf(num, sizeof(num), "%d", leases[i].progress);
-			tb_puts(&progs, num);
-		} else {
-			tb_puts(&progs, "NULL");
+			tb_put_json_int(&map, "p", leases[i].progress);
+			if (leases[i].progress_message) {
+				clean_error(leases[i].progress_message, msg, sizeof(msg));
+				tb_puts(&map, ",\"m\":");
+				tb_put_json_string(&map, msg);
+			}
 		}
-		if (leases[i].progress_message) {
-			clean_error(leases[i].progress_message, msg, sizeof(msg));
-			tb_put_quoted(&msgs, msg);
-		} else {
-			tb_puts(&msgs, "NULL");
-		}
+		tb_puts(&map, "}");
 	}
 	if (!ids.len) {
 		rc = 0;
 		goto out;
 	}
 	tb_puts(&ids, "}");
-	tb_puts(&atts, "}");
-	tb_puts(&progs, "}");
-	tb_puts(&msgs, "}");
-	tb_puts(&toks, "}");
-	if (ids.failed || atts.failed || progs.failed || msgs.failed || toks.failed) {
+	tb_puts(&map, "}");
+	if (ids.failed || map.failed) {
 		rc = -ENOMEM;
 		goto out;
 	}
 	params[0] = ids.p;
-	params[1] = atts.p;
-	params[2] = lease;
-	params[3] = progs.p;
-	params[4] = msgs.p;
-	params[5] = toks.p;
-	params[6] = "running";
-	res = store_exec(s, ST_HEARTBEAT, 7, params, &rc);
+	params[1] = lease;
+	params[2] = map.p;
+	params[3] = "running";
+	res = store_exec(s, ST_HEARTBEAT, 4, params, &rc);
 	if (!res)
 		goto out;
 	rows = PQntuples(res);
@@ -1707,10 +1669,7 @@ int tq_store_heartbeat(struct tq_store *s, const struct tq_lease *leases, size_t
 out:
 	PQclear(res);
 	tb_free(&ids);
-	tb_free(&atts);
-	tb_free(&progs);
-	tb_free(&msgs);
-	tb_free(&toks);
+	tb_free(&map);
 	return rc;
 }
 
@@ -1979,7 +1938,6 @@ int tq_store_complete_many(struct tq_store *s, const struct tq_done *done, size_
 	struct textbuf ids = {0}, map = {0};
 	const char *params[3];
 	PGresult *res = NULL;
-	char num[64];
 	int rc, rows;
 
 	if (n == 0)
@@ -1988,14 +1946,9 @@ int tq_store_complete_many(struct tq_store *s, const struct tq_done *done, size_
 		written[i] = false;
 		tb_puts(&ids, i ? "," : "{");
 		tb_puts(&ids, done[i].id);
-		/* ids are ours (claimed), tokens and attempts numbers: no
-		 * escaping; results are JSON text (checked when set) */
-		snprintf(num, sizeof(num), "%s\"", i ? "," : "{");
-		tb_puts(&map, num);
-		tb_puts(&map, done[i].id);
-		snprintf(num, sizeof(num), ":%" PRId64 "\":{\"a\":%d", done[i].token,
-			 done[i].attempt);
-		tb_puts(&map, num);
+		/* ids are ours (claimed): no escaping; results are JSON
+		 * text (checked when set) */
+		tb_put_token_entry(&map, done[i].id, done[i].token, done[i].attempt);
 		if (done[i].result) {
 			tb_puts(&map, ",\"r\":");
 			tb_puts(&map, done[i].result);

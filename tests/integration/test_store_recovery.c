@@ -165,8 +165,6 @@ static void test_heartbeat_renews_and_reports_cancel(void **state)
 	l[0] = (struct tq_lease){.id = ida, .attempt = 1, .token = a.token, .progress = 40,
 				 .progress_message = "copying \"x\" \\ y"};
 	l[1] = (struct tq_lease){.id = idb, .attempt = 1, .token = b.token, .progress = -1};
-	/* a stale attempt of a is not renewed */
-	l[2] = (struct tq_lease){.id = ida, .attempt = 7, .token = a.token, .progress = 99};
 	{
 		char *json = NULL;
 
@@ -174,7 +172,13 @@ static void test_heartbeat_renews_and_reports_cancel(void **state)
 		assert_non_null(strstr(json, "\"running\""));
 		free(json);
 	}
-	assert_int_equal(tq_store_heartbeat(store, l, 3, 600, on_lease, &s), 2);
+	/* neither another attempt of a nor another claim of it is renewed
+	 * (a batch names a claim once: its entries are keyed by claim) */
+	l[2] = (struct tq_lease){.id = ida, .attempt = 7, .token = a.token, .progress = 99};
+	assert_int_equal(tq_store_heartbeat(store, &l[2], 1, 600, NULL, NULL), 0);
+	l[2] = (struct tq_lease){.id = ida, .attempt = 1, .token = a.token + 1, .progress = 99};
+	assert_int_equal(tq_store_heartbeat(store, &l[2], 1, 600, NULL, NULL), 0);
+	assert_int_equal(tq_store_heartbeat(store, l, 2, 600, on_lease, &s), 2);
 	assert_int_equal(s.n, 2);
 	for (int i = 0; i < 2; i++)
 		assert_int_equal(s.cancel[i], strcmp(s.ids[i], idb) == 0);
