@@ -457,28 +457,51 @@ static const char pop_many_lua[] =
 	"end "
 	"return out";
 
-static int pop_now(struct tq_queue *q, size_t max, char (*ids)[37], size_t *n)
+/*
+ * A command on the ready lists of the last build_argv(): head, the number
+ * of keys, the keys in priority order, then tail.  The reply, or NULL with
+ * *r set (-ENOMEM, or the connection broke).
+ */
+static redisReply *on_ready_lists(struct tq_queue *q, const char *const *head, size_t nh,
+				  const char *const *tail, size_t nt, int *r)
 {
-	size_t nkeys = q->argc - 2, argc = 4 + nkeys, k = 0;
-	const char **argv = calloc(argc, sizeof(*argv));
-	char nkeys_s[16], max_s[16];
+	size_t nkeys = q->argc - 2, k = 0;
+	const char **argv = calloc(nh + 1 + nkeys + nt, sizeof(*argv));
+	char nkeys_s[24];
 	redisReply *reply;
-	int r = 0;
 
-	if (!argv)
-		return -ENOMEM;
+	*r = 0;
+	if (!argv) {
+		*r = -ENOMEM;
+		return NULL;
+	}
+	for (size_t i = 0; i < nh; i++)
+		argv[k++] = head[i];
 	snprintf(nkeys_s, sizeof(nkeys_s), "%zu", nkeys);
-	snprintf(max_s, sizeof(max_s), "%zu", max);
-	argv[k++] = "EVAL";
-	argv[k++] = pop_many_lua;
 	argv[k++] = nkeys_s;
 	for (size_t i = 0; i < nkeys; i++)
 		argv[k++] = q->argv[1 + i];
-	argv[k++] = max_s;
+	for (size_t i = 0; i < nt; i++)
+		argv[k++] = tail[i];
 	reply = redisCommandArgv(q->ctx, (int)k, argv, NULL);
 	free(argv);
 	if (!reply)
-		return broken(q);
+		*r = broken(q);
+	return reply;
+}
+
+static int pop_now(struct tq_queue *q, size_t max, char (*ids)[37], size_t *n)
+{
+	char max_s[24];
+	const char *head[] = {"EVAL", pop_many_lua};
+	const char *tail[] = {max_s};
+	redisReply *reply;
+	int r;
+
+	snprintf(max_s, sizeof(max_s), "%zu", max);
+	reply = on_ready_lists(q, head, 2, tail, 1, &r);
+	if (!reply)
+		return r;
 	if (reply->type == REDIS_REPLY_ARRAY) {
 		take_ids(reply, max, ids, n);
 	} else {
@@ -497,34 +520,23 @@ static int pop_now(struct tq_queue *q, size_t max, char (*ids)[37], size_t *n)
  */
 static int blmpop(struct tq_queue *q, size_t max, int timeout_s, char (*ids)[37], size_t *n)
 {
-	size_t nkeys = q->argc - 2, k = 0;
-	const char **argv = calloc(nkeys + 6, sizeof(*argv));
 	struct timeval block = {.tv_sec = timeout_s > 0 ? timeout_s + COMMAND_TIMEOUT_S : 0};
 	struct timeval cmd = {.tv_sec = COMMAND_TIMEOUT_S};
-	char timeout[24], nkeys_s[24], max_s[24];
+	char timeout[24], max_s[24];
+	const char *head[] = {"BLMPOP", timeout};
+	const char *tail[] = {"RIGHT", "COUNT", max_s};
 	redisReply *reply;
-	int r = 0;
+	int r;
 
-	if (!argv)
-		return -ENOMEM;
 	snprintf(timeout, sizeof(timeout), "%d", timeout_s);
-	snprintf(nkeys_s, sizeof(nkeys_s), "%zu", nkeys);
 	snprintf(max_s, sizeof(max_s), "%zu", max);
-	argv[k++] = "BLMPOP";
-	argv[k++] = timeout;
-	argv[k++] = nkeys_s;
-	for (size_t i = 0; i < nkeys; i++)
-		argv[k++] = q->argv[1 + i];
-	argv[k++] = "RIGHT";
-	argv[k++] = "COUNT";
-	argv[k++] = max_s;
 	/* the socket must wait at least as long as the server blocks */
 	redisSetTimeout(q->ctx, block);
-	reply = redisCommandArgv(q->ctx, (int)k, argv, NULL);
-	free(argv);
+	reply = on_ready_lists(q, head, 2, tail, 3, &r);
+	if (q->ctx)
+		redisSetTimeout(q->ctx, cmd);
 	if (!reply)
-		return broken(q);
-	redisSetTimeout(q->ctx, cmd);
+		return r;
 	if (reply->type == REDIS_REPLY_NIL) {
 		r = -ETIMEDOUT;
 	} else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
