@@ -32,6 +32,7 @@ struct tq_config {
 	long long max_body_bytes;
 	/* workers */
 	int workers;
+	int prefetch; /* claims held beyond the running ones */
 	char **queues; /* NULL-terminated; default {"default"} */
 	int lease_s;
 	int heartbeat_s;

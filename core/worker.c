@@ -3,10 +3,11 @@
  *
  * Threads and what they own:
  *  - the fetcher: one Redis connection; takes as many ids as there are
- *    free slots (idle workers), claims them in one statement, queues the
- *    claims.  It never claims ahead of the workers: a claimed job is a
- *    running one, and one that waited would be taken out of priority
- *    order;
+ *    free slots, claims them in one statement, queues the claims.  The
+ *    slots are the idle workers plus workers.prefetch (0 by default):
+ *    without prefetch a claimed job is a running one; with it, a claim
+ *    overlaps the runs of the last one, at the price of jobs that wait
+ *    on this node, out of priority order with what arrives meanwhile;
  *  - workers.count workers: run a claim's handler, hand a completion to
  *    the completer, write a failure themselves;
  *  - COMPLETERS completers: write completions in batches, one statement
@@ -14,7 +15,8 @@
  *  - the heartbeat: renews the leases of running attempts.
  * The pool lock guards the run queue, the completion queue, the free
  * slots and each worker's current job.  The heartbeat renews the leases
- * of queued claims as well as running ones.
+ * of queued claims as well as running ones, and marks a queued claim
+ * whose job was cancelled, so that it ends without running.
  */
 #include "worker.h"
 
@@ -54,6 +56,12 @@ struct worker {
 	int64_t token;             /* current's claim token; same lock */
 };
 
+/* A claim waiting for a worker. */
+struct queued {
+	struct tq_claim claim;
+	int cancel; /* enum tq_cancel_reason: told while it waited; never runs */
+};
+
 /* A completed attempt waiting for the completer. */
 struct done_item {
 	char id[37];
@@ -80,10 +88,10 @@ struct tq_workers {
 	pthread_cond_t done_cv;  /* a completion was queued */
 	int alive;
 
-	/* claims waiting for a worker: a ring of cap = n */
-	struct tq_claim *runq;
+	/* claims waiting for a worker: a ring of cap = n + prefetch */
+	struct queued *runq;
 	size_t runq_head, runq_len, runq_cap;
-	int slots; /* n - running - queued: how many more to claim */
+	int slots; /* cap - running - queued: how many more to claim */
 
 	/* completions waiting for the completer */
 	struct done_item *doneq;
@@ -242,7 +250,7 @@ static void *completer_main(void *arg)
 
 /* --- running one attempt ---------------------------------------------------- */
 
-static void run_claimed(struct worker *w, const struct tq_claim *c)
+static void run_claimed(struct worker *w, const struct tq_claim *c, int cancelled)
 {
 	struct tq_workers *pool = w->pool;
 	struct tq_log_fields lf = TQ_LOG_FIELDS_INIT;
@@ -263,7 +271,13 @@ static void run_claimed(struct worker *w, const struct tq_claim *c)
 	lf.attempt = c->attempt;
 	start = tq_now_ms();
 
-	if (!t) {
+	if (cancelled != TQ_CANCEL_NONE) {
+		/* cancelled, or moved on, while it waited for a worker: its
+		 * handler never starts; a stale outcome is fenced out */
+		atomic_store(&job.cancelled, cancelled);
+		error = cancelled == TQ_CANCEL_REQUESTED ? "cancelled" : "lease lost before it started";
+		outcome = TASKQ_FAIL;
+	} else if (!t) {
 		snprintf(why, sizeof(why), "no plugin handles type '%s'", c->type);
 		error = why;
 		outcome = TASKQ_RETRY;
@@ -352,13 +366,22 @@ struct beat {
 	size_t n;
 };
 
-/* Tell the handler running job id to stop; pool->lock held.  false when
- * no worker runs that attempt any more (it finished meanwhile). */
+/* Tell the handler running job id to stop, or mark its claim that waits
+ * for a worker to end unrun; pool->lock held.  false when this node holds
+ * that attempt no more (it finished meanwhile). */
 static bool cancel_current(struct tq_workers *pool, const char *id, int64_t token,
 			   enum tq_cancel_reason why)
 {
 	bool found = false;
 
+	for (size_t i = 0; i < pool->runq_len; i++) {
+		struct queued *q = &pool->runq[(pool->runq_head + i) % pool->runq_cap];
+
+		if (q->claim.token == token && strcmp(q->claim.id, id) == 0) {
+			q->cancel = (int)why;
+			found = true;
+		}
+	}
 	for (int i = 0; i < pool->n; i++) {
 		struct taskq_job *job = pool->w[i].current;
 		int none = TQ_CANCEL_NONE;
@@ -392,7 +415,8 @@ static void beat_once(struct tq_workers *pool, struct beat *b)
 	b->n = 0;
 	pthread_mutex_lock(&pool->lock);
 	for (size_t i = 0; i < pool->runq_len; i++) {
-		const struct tq_claim *c = &pool->runq[(pool->runq_head + i) % pool->runq_cap];
+		const struct tq_claim *c =
+			&pool->runq[(pool->runq_head + i) % pool->runq_cap].claim;
 
 		snprintf(b->ids[b->n], sizeof(b->ids[0]), "%s", c->id);
 		b->leases[b->n] = (struct tq_lease){.id = b->ids[b->n], .attempt = c->attempt,
@@ -494,19 +518,19 @@ static void *worker_main(void *arg)
 
 	pthread_mutex_lock(&pool->lock);
 	for (;;) {
-		struct tq_claim c;
+		struct queued q;
 
 		while (pool->runq_len == 0 && !atomic_load(&pool->stopping))
 			pthread_cond_wait(&pool->runnable, &pool->lock);
 		if (atomic_load(&pool->stopping))
 			break;
-		c = pool->runq[pool->runq_head];
+		q = pool->runq[pool->runq_head];
 		pool->runq_head = (pool->runq_head + 1) % pool->runq_cap;
 		pool->runq_len--;
 		pthread_mutex_unlock(&pool->lock);
 
-		run_claimed(w, &c);
-		tq_claim_free(&c);
+		run_claimed(w, &q.claim, q.cancel);
+		tq_claim_free(&q.claim);
 
 		pthread_mutex_lock(&pool->lock);
 		pool->slots++;
@@ -562,7 +586,7 @@ static void *fetcher_main(void *arg)
 		for (size_t i = 0; i < claimed; i++) {
 			size_t tail = (pool->runq_head + pool->runq_len) % pool->runq_cap;
 
-			pool->runq[tail] = claims[i];
+			pool->runq[tail] = (struct queued){.claim = claims[i]};
 			pool->runq_len++;
 			pool->slots--;
 		}
@@ -599,7 +623,7 @@ int tq_workers_start(struct tq_workers **out, const struct tq_config *cfg,
 	pool->dispatch = dispatch;
 	pool->n = cfg->workers;
 	pool->w = calloc((size_t)pool->n, sizeof(*pool->w));
-	pool->runq_cap = (size_t)pool->n;
+	pool->runq_cap = (size_t)pool->n + (size_t)cfg->prefetch;
 	pool->runq = calloc(pool->runq_cap, sizeof(*pool->runq));
 	if (!pool->w || !pool->runq) {
 		free(pool->w);
@@ -714,7 +738,7 @@ int tq_workers_stop(struct tq_workers *pool, int grace_s)
 	pthread_cond_broadcast(&pool->slot_cv);
 	/* claimed but not started: hand them back now rather than start them */
 	while (pool->runq_len) {
-		struct tq_claim *c = &pool->runq[pool->runq_head];
+		struct tq_claim *c = &pool->runq[pool->runq_head].claim;
 
 		hand_back(pool, c->id, c->type, c->attempt, c->token,
 			  "claimed but not started at shutdown");

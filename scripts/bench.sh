@@ -13,7 +13,7 @@
 # and writes BUILDDIR/bench-results.json.  Everything stays on 127.0.0.1.
 #
 # Knobs (environment): BENCH_PORT (28580), BENCH_WORKERS (32),
-# BENCH_POOL_SIZE (16), BENCH_API_THREADS (32), BENCH_CONNECTIONS (32),
+# BENCH_PREFETCH (64), BENCH_POOL_SIZE (16), BENCH_API_THREADS (32), BENCH_CONNECTIONS (32),
 # BENCH_MEM_LIMIT_S (180: the longest the 1,000,000-job run may submit),
 # BENCH_PROFILE_JOBS (30000).
 set -euo pipefail
@@ -43,6 +43,7 @@ redis_port=${TASKQ_REDIS_PORT:-16379}
 pgbin=${TASKQ_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
 port=${BENCH_PORT:-28580}
 workers=${BENCH_WORKERS:-32}
+prefetch=${BENCH_PREFETCH:-64}
 pool=${BENCH_POOL_SIZE:-16}
 api_threads=${BENCH_API_THREADS:-32}
 conns=${BENCH_CONNECTIONS:-32}
@@ -105,7 +106,7 @@ write_conf() {
 database = { url = "$pg_url"; pool_size = $pool; auto_migrate = true; };
 redis = { url = "redis://127.0.0.1:$redis_port/0"; prefix = "$prefix"; };
 api = { listen = "127.0.0.1:$port"; threads = $api_threads; };
-workers = { count = $workers; shutdown_grace_s = 10; };
+workers = { count = $workers; prefetch = $prefetch; shutdown_grace_s = 10; };
 plugins = { dir = "$build/plugins"; allow_insecure = true; };
 log = { level = "warn"; };
 plugin = { noop = { isolation = "$1"; }; };
@@ -235,9 +236,9 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 mem_mib=$(($(sed -n 's/^MemTotal: *\([0-9]*\) kB/\1/p' /proc/meminfo) / 1024))
 redis_version=$(redis-cli -h 127.0.0.1 -p "$redis_port" INFO server |
 	sed -n 's/^redis_version:\([0-9.]*\).*/\1/p')
-printf '{"meta":{"mode":"%s","nproc":%d,"mem_mib":%d,"cpu":"%s","postgres":"%s","redis":"%s","fsync":"%s","synchronous_commit":"%s","workers":%d,"pool_size":%d,"api_threads":%d,"connections":%d,"date":"%s"}}\n' \
+printf '{"meta":{"mode":"%s","nproc":%d,"mem_mib":%d,"cpu":"%s","postgres":"%s","redis":"%s","fsync":"%s","synchronous_commit":"%s","workers":%d,"prefetch":%d,"pool_size":%d,"api_threads":%d,"connections":%d,"date":"%s"}}\n' \
 	"$mode" "$(nproc)" "$mem_mib" "$(json_str "$cpu")" "$(json_str "$pg_version")" \
-	"$(json_str "$redis_version")" "$fsync" "$sync_commit" "$workers" "$pool" \
+	"$(json_str "$redis_version")" "$fsync" "$sync_commit" "$workers" "$prefetch" "$pool" \
 	"$api_threads" "$conns" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$work/meta.json"
 
 # 1-5, 7: thread isolation

@@ -69,6 +69,18 @@ static void test_batch_all_or_nothing(void **state)
 	th_case_passed();
 }
 
+static void cancel_job(const struct th_daemon *d, const char *id, const char *status)
+{
+	char path[96];
+	struct th_resp r;
+
+	snprintf(path, sizeof(path), "/v1/jobs/%s/cancel", id);
+	assert_int_equal(th_http(d, "POST", path, NULL, NULL, &r), 0);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(th_json_str(r.json, "status"), status);
+	th_resp_free(&r);
+}
+
 static void test_cancel_each_state(void **state)
 {
 	struct th_daemon *d = th_daemon_start("TASKQ_HEARTBEAT_S=1", "TASKQ_WORKERS=1", NULL);
@@ -84,30 +96,19 @@ static void test_cancel_each_state(void **state)
 	th_submit(d, "{\"type\":\"echo\"}", queued);
 	th_submit(d, "{\"type\":\"echo\",\"delay_s\":3600}", later);
 
-	snprintf(path, sizeof(path), "/v1/jobs/%s/cancel", queued);
-	assert_int_equal(th_http(d, "POST", path, NULL, NULL, &r), 0);
-	assert_int_equal(r.status, 200);
-	assert_string_equal(th_json_str(r.json, "status"), "cancelled");
-	th_resp_free(&r);
-	snprintf(path, sizeof(path), "/v1/jobs/%s/cancel", later);
-	assert_int_equal(th_http(d, "POST", path, NULL, NULL, &r), 0);
-	assert_int_equal(r.status, 200);
-	assert_string_equal(th_json_str(r.json, "status"), "cancelled");
-	th_resp_free(&r);
+	cancel_job(d, queued, "cancelled");
+	cancel_job(d, later, "cancelled");
 
 	/* running: told at the next heartbeat, stopped, never retried */
 	t0 = th_now_ms();
-	snprintf(path, sizeof(path), "/v1/jobs/%s/cancel", running);
-	assert_int_equal(th_http(d, "POST", path, NULL, NULL, &r), 0);
-	assert_int_equal(r.status, 200);
-	assert_string_equal(th_json_str(r.json, "status"), "running");
-	th_resp_free(&r);
+	cancel_job(d, running, "running");
 	job = th_wait_status(d, running, "cancelled", 10000);
 	assert_true(th_now_ms() - t0 < 8000);
 	assert_int_equal(th_json_int(job, "attempts"), 1);
 	cJSON_Delete(job);
 
 	/* finished jobs answer 409, unknown ones 404 */
+	snprintf(path, sizeof(path), "/v1/jobs/%s/cancel", running);
 	assert_int_equal(th_http(d, "POST", path, NULL, NULL, &r), 0);
 	assert_int_equal(r.status, 409);
 	assert_string_equal(th_resp_code(&r), "CONFLICT");
@@ -124,6 +125,43 @@ static void test_cancel_each_state(void **state)
 	assert_string_equal(th_json_str(job, "status"), "cancelled");
 	assert_int_equal(th_json_int(job, "attempts"), 0);
 	cJSON_Delete(job);
+	th_case_passed();
+}
+
+/* workers.prefetch: a node claims that many jobs beyond its busy workers,
+ * no more, and a claim cancelled while it waits never runs. */
+static void test_prefetch_holds_and_cancels(void **state)
+{
+	struct th_daemon *d = th_daemon_start("TASKQ_HEARTBEAT_S=1", "TASKQ_WORKERS=1",
+					      "TASKQ_PREFETCH=1", NULL);
+	char busy[TH_ID_LEN], held[TH_ID_LEN], waiting[TH_ID_LEN];
+	cJSON *job;
+
+	(void)state;
+	th_submit(d, "{\"type\":\"sleep\",\"payload\":{\"ms\":30000}}", busy);
+	cJSON_Delete(th_wait_status(d, busy, "running", 10000));
+	/* claimed while the only worker is busy: held on the node */
+	th_submit(d, "{\"type\":\"echo\"}", held);
+	cJSON_Delete(th_wait_status(d, held, "running", 10000));
+	/* the prefetch is full: this one stays in Redis, pending */
+	th_submit(d, "{\"type\":\"echo\"}", waiting);
+	th_sleep_ms(500);
+	job = th_get_job(d, waiting);
+	assert_string_equal(th_json_str(job, "status"), "pending");
+	assert_int_equal(th_json_int(job, "attempts"), 0);
+	cJSON_Delete(job);
+
+	/* the held claim learns of its cancel at a heartbeat, before the
+	 * worker is free (the busy job's cancel comes at the same beat or a
+	 * later one), and ends without running: echo would have completed */
+	cancel_job(d, held, "running");
+	cancel_job(d, busy, "running");
+	job = th_wait_status(d, held, "cancelled", 10000);
+	assert_int_equal(th_json_int(job, "attempts"), 1);
+	assert_true(cJSON_IsNull(cJSON_GetObjectItem(job, "result")));
+	cJSON_Delete(job);
+	cJSON_Delete(th_wait_status(d, busy, "cancelled", 10000));
+	cJSON_Delete(th_wait_status(d, waiting, "completed", 10000));
 	th_case_passed();
 }
 
@@ -214,6 +252,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_batch_all_or_nothing, th_case_setup,
 						th_case_teardown),
 		cmocka_unit_test_setup_teardown(test_cancel_each_state, th_case_setup,
+						th_case_teardown),
+		cmocka_unit_test_setup_teardown(test_prefetch_holds_and_cancels, th_case_setup,
 						th_case_teardown),
 		cmocka_unit_test_setup_teardown(test_readyz_follows_redis, th_case_setup,
 						redis_teardown),

@@ -86,6 +86,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.api_threads, 16);
 	assert_int_equal(cfg.max_body_bytes, 1048576);
 	assert_int_equal(cfg.workers, 4);
+	assert_int_equal(cfg.prefetch, 0);
 	assert_string_equal(cfg.queues[0], "default");
 	assert_null(cfg.queues[1]);
 	assert_int_equal(cfg.lease_s, 30);
@@ -111,7 +112,7 @@ static void test_file_values_and_plugin_block(void **state)
 	(void)state;
 	write_conf("database = { url = \"postgresql://x@h/db\"; pool_size = 3; auto_migrate = false; };\n"
 		   "api = { listen = \"0.0.0.0:9000\"; max_body_bytes = 4096; };\n"
-		   "workers = { count = 16; queues = [\"mail\", \"default\"]; };\n"
+		   "workers = { count = 16; prefetch = 32; queues = [\"mail\", \"default\"]; };\n"
 		   "jobs = { max_attempts = 7; backoff_base_ms = 10; backoff_cap_ms = 20; };\n"
 		   "log = { level = \"debug\"; };\n"
 		   "plugin = { http = { allow = \"example.org\"; }; };\n");
@@ -123,6 +124,7 @@ static void test_file_values_and_plugin_block(void **state)
 	assert_int_equal(cfg.listen_port, 9000);
 	assert_int_equal(cfg.max_body_bytes, 4096);
 	assert_int_equal(cfg.workers, 16);
+	assert_int_equal(cfg.prefetch, 32);
 	assert_string_equal(cfg.queues[0], "mail");
 	assert_string_equal(cfg.queues[1], "default");
 	assert_null(cfg.queues[2]);
@@ -188,6 +190,7 @@ static void test_environment_errors(void **state)
 	expect_env_error("TASKQ_WORKERS", "0", "TASKQ_WORKERS: workers.count must be an integer from 1 to 1024");
 	expect_env_error("TASKQ_WORKERS", "4x", "TASKQ_WORKERS: workers.count must be an integer");
 	expect_env_error("TASKQ_WORKERS", "", "TASKQ_WORKERS: workers.count must be an integer");
+	expect_env_error("TASKQ_PREFETCH", "-1", "TASKQ_PREFETCH: workers.prefetch must be an integer from 0 to 1024");
 	expect_env_error("TASKQ_LOG_LEVEL", "loud", "TASKQ_LOG_LEVEL: log.level must be one of error, warn, info, debug");
 	expect_env_error("TASKQ_AUTO_MIGRATE", "maybe", "TASKQ_AUTO_MIGRATE: database.auto_migrate must be true or false");
 	expect_env_error("TASKQ_DATABASE_URL", "", "TASKQ_DATABASE_URL: database.url must not be empty");
