@@ -254,6 +254,12 @@ int tq_report_print(const cJSON *all)
 			 num(all, "floor.clients"));
 		row("8 floor (pgbench)", tgt, value, "", -1);
 	}
+	if (!isnan(num(all, "floor.ceiling_jobs_per_s"))) {
+		fmt(value, sizeof(value), 0, num(all, "floor.ceiling_jobs_per_s"));
+		snprintf(tgt, sizeof(tgt), "jobs/s, 100 a statement, %.0f clients",
+			 num(all, "floor.ceiling_clients"));
+		row("  ceiling (pgbench)", tgt, value, "", -1);
+	}
 	printf("\n");
 	return 0;
 }

@@ -225,8 +225,19 @@ log "floor: pgbench, $conns clients, $floor_s s"
 	{ cat "$work/pgbench.log" >&2; exit 1; }
 floor_tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' "$work/pgbench.log")
 [ -n "$floor_tps" ] || { cat "$work/pgbench.log" >&2; exit 1; }
-printf '{"floor":{"jobs_per_s":%s,"clients":%d,"seconds":%d}}\n' \
-	"$floor_tps" "$conns" "$floor_s" >"$work/floor.json"
+# and its batched ceiling: 100 jobs a statement, a client per CPU
+ceil_clients=$(nproc)
+log "ceiling: pgbench, 100 jobs a transaction, $ceil_clients clients, $floor_s s"
+reset_state
+"$pgbin/pgbench" -n -M prepared -c "$ceil_clients" -j "$ceil_clients" -T "$floor_s" \
+	-f "$top/bench/ceiling.sql" -h 127.0.0.1 -p "$pg_port" -U taskq "$db" \
+	>"$work/pgbench-ceiling.log" 2>&1 || { cat "$work/pgbench-ceiling.log" >&2; exit 1; }
+ceil_tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' \
+	"$work/pgbench-ceiling.log")
+[ -n "$ceil_tps" ] || { cat "$work/pgbench-ceiling.log" >&2; exit 1; }
+printf '{"floor":{"jobs_per_s":%s,"clients":%d,"seconds":%d,"ceiling_jobs_per_s":%s,"ceiling_clients":%d}}\n' \
+	"$floor_tps" "$conns" "$floor_s" "$(awk -v t="$ceil_tps" 'BEGIN { printf "%.1f", t * 100 }')" \
+	"$ceil_clients" >"$work/floor.json"
 reset_state
 
 pg_version=$(psql_q -d "$db" -tAc "SHOW server_version")
