@@ -81,7 +81,9 @@
 #define CH_SERVERS_TIMEOUT_MS 120000
 
 /* The node configuration of every scenario (the grace period is added per
- * node: an environment variable given twice would be read once). */
+ * node: an environment variable given twice would be read once).  Nodes
+ * prefetch, so that every fault also finds claims waiting on a node for a
+ * worker. */
 #define CH_WORKERS 16
 #define CH_STR_(x) #x
 #define CH_STR(x) CH_STR_(x)
@@ -90,7 +92,7 @@
 		"TASKQ_HEARTBEAT_S=1", "TASKQ_SCHEDULER_INTERVAL_S=1",         \
 		"TASKQ_PENDING_REDISPATCH_S=2", "TASKQ_BACKOFF_BASE_MS=100",   \
 		"TASKQ_BACKOFF_CAP_MS=1000", "TASKQ_DB_POOL_SIZE=16",          \
-		"TASKQ_LOG_LEVEL=info"
+		"TASKQ_PREFETCH=8", "TASKQ_LOG_LEVEL=info"
 
 /* ---- the scenarios ---- */
 
