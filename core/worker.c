@@ -575,10 +575,17 @@ static void *fetcher_main(void *arg)
 			sleep_ms(STORE_RETRY_MS);
 			continue;
 		}
-		r = tq_store_claim_many(pool->store, ids, n, pool->cfg->lease_s, claims, &claimed);
+		/* While PostgreSQL is unreachable, hold the ids and claim them
+		 * again: they are out of Redis, and dropped they would wait for
+		 * the reconciler's next look at them. */
+		while ((r = tq_store_claim_many(pool->store, ids, n, pool->cfg->lease_s, claims,
+						&claimed)) == -EAGAIN &&
+		       !atomic_load(&pool->stopping))
+			sleep_ms(STORE_RETRY_MS);
 		if (r) {
 			/* not claimed: the jobs stay pending for the reconciler */
-			sleep_ms(STORE_RETRY_MS);
+			if (r != -EAGAIN)
+				sleep_ms(STORE_RETRY_MS);
 			continue;
 		}
 		/* ids not claimed were taken elsewhere, cancelled or stale */

@@ -134,6 +134,33 @@ static void test_queued_jobs_survive_outage(void **state)
 	th_case_passed();
 }
 
+/* An id the fetcher took out of Redis while PostgreSQL was down is held
+ * and claimed when the database is back, not left for the reconciler:
+ * with the re-dispatch and the lease an hour away, the reconciler would
+ * not bring it back within the test. */
+static void test_popped_ids_claimed_after_outage(void **state)
+{
+	struct th_daemon *d = th_daemon_start("TASKQ_WORKERS=1", "TASKQ_LEASE_S=3600",
+					      "TASKQ_PENDING_REDISPATCH_S=3600", NULL);
+	char block[TH_ID_LEN], queued[N_QUEUED][TH_ID_LEN];
+	int i;
+
+	(void)state;
+	block_and_queue(d, "{\"type\":\"sleep\",\"payload\":{\"ms\":1000}}", block, queued);
+
+	th_pg_stop();
+	/* the sleep job ends while the database is down: the free worker's
+	 * fetcher takes the first queued id, and its claim fails */
+	th_sleep_ms(2500);
+	th_pg_start();
+
+	cJSON_Delete(th_wait_status(d, block, "completed", 30000));
+	for (i = 0; i < N_QUEUED; i++)
+		cJSON_Delete(th_wait_status(d, queued[i], "completed", 30000));
+	assert_true(th_daemon_alive(d));
+	th_case_passed();
+}
+
 /* Redis loses the dispatch entries of committed jobs (FLUSHALL, restart
  * without persistence): the jobs are delayed, never lost (the contract's
  * "PostgreSQL is the truth; Redis is the dispatcher"). */
@@ -263,6 +290,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_postgres_outage,
 						th_case_setup, th_case_teardown),
 		cmocka_unit_test_setup_teardown(test_queued_jobs_survive_outage,
+						th_case_setup, th_case_teardown),
+		cmocka_unit_test_setup_teardown(test_popped_ids_claimed_after_outage,
 						th_case_setup, th_case_teardown),
 		cmocka_unit_test_setup_teardown(test_redis_loss_delays_not_loses,
 						th_case_setup, th_case_teardown),
