@@ -10,12 +10,13 @@
 #include "ids.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <time.h>
 #include <sys/random.h>
 
-#define RANDOM_BLOCK 1024 /* bytes read at once: 102 ids */
-#define RANDOM_PER_ID 10  /* 74 random bits, rounded up */
+#define RANDOM_BLOCK 1024 /* bytes read at once: 128 ids */
+#define RANDOM_PER_ID 8 /* 62 random bits, rounded up */
 
 static _Thread_local unsigned char pool[RANDOM_BLOCK];
 static _Thread_local size_t pool_left;
@@ -48,26 +49,59 @@ static void random_bytes(unsigned char *out, size_t n)
 	pool_left -= n;
 }
 
-void tq_id_make(uuid_t out, int64_t unix_ms)
+/* ms in the first 48 bits, then the version, 12 bits of sub (rand_a),
+ * the variant and 62 random bits. */
+static void make(uuid_t out, uint64_t ms, unsigned sub)
 {
 	unsigned char r[RANDOM_PER_ID];
-	uint64_t ms = (uint64_t)unix_ms;
 
 	random_bytes(r, sizeof(r));
 	for (int i = 0; i < 6; i++)
 		out[i] = (unsigned char)(ms >> (40 - 8 * i));
-	out[6] = (unsigned char)(0x70 | (r[0] & 0x0f)); /* version 7 */
-	out[7] = r[1];
-	out[8] = (unsigned char)(0x80 | (r[2] & 0x3f)); /* variant 10 */
-	memcpy(out + 9, r + 3, 7);
+	out[6] = (unsigned char)(0x70 | ((sub >> 8) & 0x0f)); /* version 7 */
+	out[7] = (unsigned char)(sub & 0xff);
+	out[8] = (unsigned char)(0x80 | (r[0] & 0x3f)); /* variant 10 */
+	memcpy(out + 9, r + 1, 7);
+}
+
+void tq_id_make(uuid_t out, int64_t unix_ms)
+{
+	unsigned char r[2];
+
+	random_bytes(r, sizeof(r));
+	make(out, (uint64_t)unix_ms, (unsigned)(r[0] << 8 | r[1]) & 0xfff);
+}
+
+/*
+ * The last stamp handed out: Unix time in 1/4096 ms (RFC 9562, 6.2,
+ * method 3: the sub-millisecond fraction in rand_a).  Each id takes a
+ * stamp later than every one before it in this process, so that ids sort
+ * in the order they were made, even within a millisecond; past 4,096 ids
+ * in one millisecond the stamps run ahead of the clock until it catches
+ * up.
+ */
+static _Atomic uint64_t last_stamp;
+
+static uint64_t next_stamp(void)
+{
+	struct timespec ts;
+	uint64_t now, prev, next;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	now = ((uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000) << 12 |
+	      (uint64_t)(ts.tv_nsec % 1000000) * 4096 / 1000000;
+	prev = atomic_load(&last_stamp);
+	do
+		next = now > prev ? now : prev + 1;
+	while (!atomic_compare_exchange_weak(&last_stamp, &prev, next));
+	return next;
 }
 
 void tq_id_new(char out[37])
 {
-	struct timespec ts;
+	uint64_t stamp = next_stamp();
 	uuid_t u;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	tq_id_make(u, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+	make(u, stamp >> 12, (unsigned)(stamp & 0xfff));
 	uuid_unparse_lower(u, out);
 }

@@ -1,4 +1,6 @@
-/* Unit tests: job ids are UUIDs of version 7, ordered by time, unique. */
+/* Unit tests: job ids are UUIDs of version 7, ordered by time, unique;
+ * the ids of one process in the order they were made. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -81,12 +83,70 @@ static void test_unique(void **state)
 	free(v);
 }
 
+/* In one millisecond, one process makes ids that still sort in the
+ * order they were made: the sub-millisecond stamp only grows. */
+static void test_new_ids_increase(void **state)
+{
+	enum { N = 100000 };
+	char prev[37], cur[37];
+
+	(void)state;
+	tq_id_new(prev);
+	for (int i = 0; i < N; i++) {
+		tq_id_new(cur);
+		if (strcmp(prev, cur) >= 0)
+			fail_msg("id %d (%s) does not sort after the one before (%s)", i, cur,
+				 prev);
+		assert_true(cur[14] == '7');
+		memcpy(prev, cur, sizeof(prev));
+	}
+}
+
+enum { PER_THREAD = 50000 };
+
+static void *make_many(void *arg)
+{
+	char (*v)[37] = arg;
+
+	for (int i = 0; i < PER_THREAD; i++)
+		tq_id_new(v[i]);
+	return NULL;
+}
+
+static int cmp_text(const void *x, const void *y)
+{
+	return strcmp(x, y);
+}
+
+/* Two threads at once: each one's ids increase, and no id is made twice. */
+static void test_new_ids_across_threads(void **state)
+{
+	char (*v)[37] = calloc(2 * PER_THREAD, sizeof(*v));
+	pthread_t t[2];
+
+	(void)state;
+	assert_non_null(v);
+	for (int k = 0; k < 2; k++)
+		assert_int_equal(pthread_create(&t[k], NULL, make_many, v + k * PER_THREAD), 0);
+	for (int k = 0; k < 2; k++)
+		assert_int_equal(pthread_join(t[k], NULL), 0);
+	for (int k = 0; k < 2; k++)
+		for (int i = 1; i < PER_THREAD; i++)
+			assert_true(strcmp(v[k * PER_THREAD + i - 1], v[k * PER_THREAD + i]) < 0);
+	qsort(v, 2 * PER_THREAD, sizeof(*v), cmp_text);
+	for (int i = 1; i < 2 * PER_THREAD; i++)
+		assert_true(strcmp(v[i - 1], v[i]) != 0);
+	free(v);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_layout),
 		cmocka_unit_test(test_time_order),
 		cmocka_unit_test(test_unique),
+		cmocka_unit_test(test_new_ids_increase),
+		cmocka_unit_test(test_new_ids_across_threads),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
