@@ -79,11 +79,13 @@
 	"'started_at', " TS("started_at") ", " \
 	"'completed_at', " TS("completed_at") ")"
 
+/* Newest first is by id: ids increase with the time they were made
+ * (core/ids.c), and the primary key serves the order (sql/008). */
 #define LIST_SQL(where) \
 	"SELECT json_build_object('jobs', coalesce(json_agg(l.j " \
-	"ORDER BY l.created_at DESC, l.id DESC), '[]'::json))::text " \
-	"FROM (SELECT id, created_at, " JOB_JSON " AS j FROM jobs " where \
-	" ORDER BY created_at DESC, id DESC LIMIT $3::int) l"
+	"ORDER BY l.id DESC), '[]'::json))::text " \
+	"FROM (SELECT id, " JOB_JSON " AS j FROM jobs " where \
+	" ORDER BY id DESC LIMIT $3::int) l"
 
 /*
  * The statements that find rows by id name the state they leave as a
