@@ -76,9 +76,9 @@ void tq_id_make(uuid_t out, int64_t unix_ms)
  * The last stamp handed out: Unix time in 1/4096 ms (RFC 9562, 6.2,
  * method 3: the sub-millisecond fraction in rand_a).  Each id takes a
  * stamp later than every one before it in this process, so that ids sort
- * in the order they were made, even within a millisecond; past 4,096 ids
- * in one millisecond the stamps run ahead of the clock until it catches
- * up.
+ * in the order they were made, even within a millisecond.  Past 4,096 ids
+ * in one millisecond, or when the clock steps back, the stamps run ahead
+ * of the clock until it catches up.
  */
 static _Atomic uint64_t last_stamp;
 
