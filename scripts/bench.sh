@@ -13,7 +13,8 @@
 # and writes BUILDDIR/bench-results.json.  Everything stays on 127.0.0.1.
 #
 # Knobs (environment): BENCH_PORT (28580), BENCH_WORKERS (32),
-# BENCH_PREFETCH (64), BENCH_POOL_SIZE (16), BENCH_API_THREADS (32), BENCH_CONNECTIONS (32),
+# BENCH_PREFETCH (64), BENCH_POOL_SIZE (16), BENCH_API_THREADS (32),
+# BENCH_CONNECTIONS (32),
 # BENCH_MEM_LIMIT_S (180: the longest the 1,000,000-job run may submit),
 # BENCH_PROFILE_JOBS (30000).
 set -euo pipefail
@@ -218,23 +219,26 @@ else
 	scen=(burst bulk steady idle idlecost memory)
 fi
 
+# pgbench_tps LOG CLIENTS SCRIPT: run SCRIPT for floor_s seconds on the
+# bench database, print its transactions per second
+pgbench_tps() {
+	local tps
+	"$pgbin/pgbench" -n -M prepared -c "$2" -j $(($2 < 2 ? $2 : 2)) -T "$floor_s" -f "$3" \
+		-h 127.0.0.1 -p "$pg_port" -U taskq "$db" >"$1" 2>&1 ||
+		{ cat "$1" >&2; return 1; }
+	tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' "$1")
+	[ -n "$tps" ] || { cat "$1" >&2; return 1; }
+	echo "$tps"
+}
+
 # 8. the floor: the same SQL through pgbench, same server, same clients
 log "floor: pgbench, $conns clients, $floor_s s"
-"$pgbin/pgbench" -n -M prepared -c "$conns" -j 2 -T "$floor_s" -f "$top/bench/floor.sql" \
-	-h 127.0.0.1 -p "$pg_port" -U taskq "$db" >"$work/pgbench.log" 2>&1 ||
-	{ cat "$work/pgbench.log" >&2; exit 1; }
-floor_tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' "$work/pgbench.log")
-[ -n "$floor_tps" ] || { cat "$work/pgbench.log" >&2; exit 1; }
+floor_tps=$(pgbench_tps "$work/pgbench.log" "$conns" "$top/bench/floor.sql")
 # and its batched ceiling: 100 jobs a statement, a client per CPU
 ceil_clients=$(nproc)
 log "ceiling: pgbench, 100 jobs a transaction, $ceil_clients clients, $floor_s s"
 reset_state
-"$pgbin/pgbench" -n -M prepared -c "$ceil_clients" -j "$ceil_clients" -T "$floor_s" \
-	-f "$top/bench/ceiling.sql" -h 127.0.0.1 -p "$pg_port" -U taskq "$db" \
-	>"$work/pgbench-ceiling.log" 2>&1 || { cat "$work/pgbench-ceiling.log" >&2; exit 1; }
-ceil_tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' \
-	"$work/pgbench-ceiling.log")
-[ -n "$ceil_tps" ] || { cat "$work/pgbench-ceiling.log" >&2; exit 1; }
+ceil_tps=$(pgbench_tps "$work/pgbench-ceiling.log" "$ceil_clients" "$top/bench/ceiling.sql")
 printf '{"floor":{"jobs_per_s":%s,"clients":%d,"seconds":%d,"ceiling_jobs_per_s":%s,"ceiling_clients":%d}}\n' \
 	"$floor_tps" "$conns" "$floor_s" "$(awk -v t="$ceil_tps" 'BEGIN { printf "%.1f", t * 100 }')" \
 	"$ceil_clients" >"$work/floor.json"
