@@ -273,11 +273,29 @@ void tq_queue_close(struct tq_queue *q)
 /* Most ids one LPUSH carries. */
 #define PUSH_RUN_MAX 512
 
+/* Read the replies of n pipelined commands named cmd: 0, -EIO when one
+ * was an error (logged), or the connection broke. */
+static int pipelined_replies(struct tq_queue *q, size_t n, const char *cmd)
+{
+	redisReply *reply;
+	int r = 0;
+
+	for (size_t c = 0; c < n; c++) {
+		if (redisGetReply(q->ctx, (void **)&reply) != REDIS_OK)
+			return broken(q);
+		if (reply->type == REDIS_REPLY_ERROR) {
+			tq_warn("redis %s failed: %s", cmd, reply->str);
+			r = -EIO;
+		}
+		freeReplyObject(reply);
+	}
+	return r;
+}
+
 int tq_queue_push(struct tq_queue *q, const struct tq_ready *items, size_t n)
 {
 	const char *argv[2 + PUSH_RUN_MAX];
 	char key[256];
-	redisReply *reply;
 	size_t commands = 0;
 	int r;
 
@@ -306,17 +324,7 @@ int tq_queue_push(struct tq_queue *q, const struct tq_ready *items, size_t n)
 		commands++;
 		i += run;
 	}
-	r = 0;
-	for (size_t c = 0; c < commands; c++) {
-		if (redisGetReply(q->ctx, (void **)&reply) != REDIS_OK)
-			return broken(q);
-		if (reply->type == REDIS_REPLY_ERROR) {
-			tq_warn("redis LPUSH failed: %s", reply->str);
-			r = -EIO;
-		}
-		freeReplyObject(reply);
-	}
-	return r;
+	return pipelined_replies(q, commands, "LPUSH");
 }
 
 static int build_argv(struct tq_queue *q, const char *const *queues, int timeout_s)
@@ -359,8 +367,35 @@ nomem:
 	return -ENOMEM;
 }
 
-int tq_queue_pop(struct tq_queue *q, const char *const *queues, int timeout_s,
-		 char id[37])
+/* The index among the ready lists of the last build_argv() of the list
+ * named key (as a reply names it), or -1. */
+static int list_index(const struct tq_queue *q, const redisReply *key)
+{
+	if (key->type != REDIS_REPLY_STRING)
+		return -1;
+	for (size_t i = 1; i + 1 < q->argc; i++)
+		if (strlen(q->argv[i]) == key->len && memcmp(q->argv[i], key->str, key->len) == 0)
+			return (int)(i - 1);
+	return -1;
+}
+
+/* Append the id in e to ids (and the list it came from to from, when
+ * given); anything but an id we wrote is dropped: the store is the truth. */
+static void take_id(const redisReply *e, int list, size_t max, char (*ids)[37],
+		    unsigned short *from, size_t *n)
+{
+	if (*n >= max || e->type != REDIS_REPLY_STRING || e->len != 36 || list < 0)
+		return;
+	memcpy(ids[*n], e->str, 36);
+	ids[*n][36] = '\0';
+	if (from)
+		from[*n] = (unsigned short)list;
+	(*n)++;
+}
+
+/* BRPOP: one id, and the list it came from (when from is given). */
+static int pop_one(struct tq_queue *q, const char *const *queues, int timeout_s,
+		   char id[37], unsigned short *from)
 {
 	struct timeval block = {.tv_sec = timeout_s > 0 ? timeout_s + COMMAND_TIMEOUT_S : 0};
 	struct timeval cmd = {.tv_sec = COMMAND_TIMEOUT_S};
@@ -386,8 +421,12 @@ int tq_queue_pop(struct tq_queue *q, const char *const *queues, int timeout_s,
 	} else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
 		   reply->element[1]->type == REDIS_REPLY_STRING &&
 		   reply->element[1]->len == 36) {
+		int list = list_index(q, reply->element[0]);
+
 		memcpy(id, reply->element[1]->str, 36);
 		id[36] = '\0';
+		if (from)
+			*from = (unsigned short)(list < 0 ? 0 : list);
 		r = 0;
 	} else if (reply->type == REDIS_REPLY_ERROR) {
 		tq_warn("redis BRPOP failed: %s", reply->str);
@@ -399,6 +438,12 @@ int tq_queue_pop(struct tq_queue *q, const char *const *queues, int timeout_s,
 	}
 	freeReplyObject(reply);
 	return r;
+}
+
+int tq_queue_pop(struct tq_queue *q, const char *const *queues, int timeout_s,
+		 char id[37])
+{
+	return pop_one(q, queues, timeout_s, id, NULL);
 }
 
 void tq_queue_interrupt(struct tq_queue *q)
@@ -427,31 +472,19 @@ int tq_queue_ping(struct tq_queue *q)
 }
 
 /* Take the ids of a reply's array of strings, up to max. */
-static void take_ids(const redisReply *arr, size_t max, char (*ids)[37], size_t *n)
-{
-	for (size_t i = 0; i < arr->elements && *n < max; i++) {
-		const redisReply *e = arr->element[i];
-
-		if (e->type == REDIS_REPLY_STRING && e->len == 36) {
-			memcpy(ids[*n], e->str, 36);
-			ids[*n][36] = '\0';
-			(*n)++;
-		}
-	}
-}
-
 /*
  * Pop up to ARGV[1] ids from KEYS in order (priority 9..0), without
- * blocking.  RPOP with a count needs Redis 6.2.
+ * blocking: each id follows the index of its key (from 0).  RPOP with a
+ * count needs Redis 6.2.
  */
 static const char pop_many_lua[] =
 	"local out = {} "
 	"local need = tonumber(ARGV[1]) "
-	"for _, k in ipairs(KEYS) do "
+	"for i, k in ipairs(KEYS) do "
 	"  if need <= 0 then break end "
 	"  local r = redis.call('RPOP', k, need) "
 	"  if r then "
-	"    for _, v in ipairs(r) do out[#out + 1] = v end "
+	"    for _, v in ipairs(r) do out[#out + 1] = i - 1; out[#out + 1] = v end "
 	"    need = need - #r "
 	"  end "
 	"end "
@@ -490,7 +523,8 @@ static redisReply *on_ready_lists(struct tq_queue *q, const char *const *head, s
 	return reply;
 }
 
-static int pop_now(struct tq_queue *q, size_t max, char (*ids)[37], size_t *n)
+static int pop_now(struct tq_queue *q, size_t max, char (*ids)[37], unsigned short *from,
+		   size_t *n)
 {
 	char max_s[24];
 	const char *head[] = {"EVAL", pop_many_lua};
@@ -503,7 +537,16 @@ static int pop_now(struct tq_queue *q, size_t max, char (*ids)[37], size_t *n)
 	if (!reply)
 		return r;
 	if (reply->type == REDIS_REPLY_ARRAY) {
-		take_ids(reply, max, ids, n);
+		for (size_t i = 0; i + 1 < reply->elements; i += 2) {
+			const redisReply *k = reply->element[i];
+
+			take_id(reply->element[i + 1],
+				k->type == REDIS_REPLY_INTEGER && k->integer >= 0 &&
+						(size_t)k->integer + 2 < q->argc
+					? (int)k->integer
+					: -1,
+				max, ids, from, n);
+		}
 	} else {
 		tq_warn("redis pop failed: %s",
 			reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
@@ -513,12 +556,29 @@ static int pop_now(struct tq_queue *q, size_t max, char (*ids)[37], size_t *n)
 	return r;
 }
 
+/* The ids of an [B]LMPOP reply (the list's name, then its ids); false
+ * when the reply is not one. */
+static bool take_mpop_reply(const struct tq_queue *q, const redisReply *reply, size_t max,
+			    char (*ids)[37], unsigned short *from, size_t *n)
+{
+	int list;
+
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+	    reply->element[1]->type != REDIS_REPLY_ARRAY)
+		return false;
+	list = list_index(q, reply->element[0]);
+	for (size_t i = 0; i < reply->element[1]->elements; i++)
+		take_id(reply->element[1]->element[i], list, max, ids, from, n);
+	return true;
+}
+
 /*
  * BLMPOP timeout numkeys key... RIGHT COUNT max (Redis 7.0): one command
  * that waits for the first non-empty list in priority order and takes up
  * to max ids from it.  -ENOTSUP when the server does not know it.
  */
-static int blmpop(struct tq_queue *q, size_t max, int timeout_s, char (*ids)[37], size_t *n)
+static int blmpop(struct tq_queue *q, size_t max, int timeout_s, char (*ids)[37],
+		  unsigned short *from, size_t *n)
 {
 	struct timeval block = {.tv_sec = timeout_s > 0 ? timeout_s + COMMAND_TIMEOUT_S : 0};
 	struct timeval cmd = {.tv_sec = COMMAND_TIMEOUT_S};
@@ -539,9 +599,8 @@ static int blmpop(struct tq_queue *q, size_t max, int timeout_s, char (*ids)[37]
 		return r;
 	if (reply->type == REDIS_REPLY_NIL) {
 		r = -ETIMEDOUT;
-	} else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
-		   reply->element[1]->type == REDIS_REPLY_ARRAY) {
-		take_ids(reply->element[1], max, ids, n);
+	} else if (take_mpop_reply(q, reply, max, ids, from, n)) {
+		/* taken */
 	} else if (reply->type == REDIS_REPLY_ERROR &&
 		   strncmp(reply->str, "ERR unknown command", 19) == 0) {
 		r = -ENOTSUP;
@@ -555,7 +614,7 @@ static int blmpop(struct tq_queue *q, size_t max, int timeout_s, char (*ids)[37]
 }
 
 int tq_queue_pop_many(struct tq_queue *q, const char *const *queues, size_t max,
-		      int timeout_s, char (*ids)[37], size_t *n)
+		      int timeout_s, char (*ids)[37], unsigned short *from, size_t *n)
 {
 	int r;
 
@@ -571,28 +630,110 @@ int tq_queue_pop_many(struct tq_queue *q, const char *const *queues, size_t max,
 	if (r)
 		return r;
 	if (!q->no_blmpop) {
-		r = blmpop(q, max, timeout_s, ids, n);
+		r = blmpop(q, max, timeout_s, ids, from, n);
 		if (r != -ENOTSUP)
 			return r;
 		q->no_blmpop = true;
 		tq_info("redis has no BLMPOP (before 7.0): ids are popped with a script");
 	}
-	r = pop_now(q, max, ids, n);
+	r = pop_now(q, max, ids, from, n);
 	if (r || *n)
 		return r;
 	/* nothing ready: block for the first one, then take what came
 	 * with it */
-	r = tq_queue_pop(q, queues, timeout_s, ids[0]);
+	r = pop_one(q, queues, timeout_s, ids[0], from);
 	if (r)
 		return r;
 	*n = 1;
 	if (max > 1 && q->ctx) {
 		size_t more = 0;
 
-		r = pop_now(q, max - 1, ids + 1, &more);
+		r = pop_now(q, max - 1, ids + 1, from ? from + 1 : NULL, &more);
 		*n += more;
 	}
 	return *n ? 0 : r;
+}
+
+/*
+ * LMPOP numkeys key... RIGHT COUNT max (Redis 7.0): blmpop() without the
+ * wait; older servers get the script.
+ */
+int tq_queue_take(struct tq_queue *q, const char *const *queues, size_t max,
+		  char (*ids)[37], unsigned short *from, size_t *n)
+{
+	char max_s[24];
+	const char *head[] = {"LMPOP"};
+	const char *tail[] = {"RIGHT", "COUNT", max_s};
+	redisReply *reply;
+	int r;
+
+	*n = 0;
+	if (max == 0)
+		return 0;
+	if (atomic_load(&q->interrupted))
+		return -EINTR;
+	r = ensure_connected(q);
+	if (!r)
+		r = build_argv(q, queues, 0);
+	if (r)
+		return r;
+	if (q->no_blmpop)
+		return pop_now(q, max, ids, from, n);
+	snprintf(max_s, sizeof(max_s), "%zu", max);
+	reply = on_ready_lists(q, head, 1, tail, 3, &r);
+	if (!reply)
+		return r;
+	if (take_mpop_reply(q, reply, max, ids, from, n)) {
+		/* taken */
+	} else if (reply->type == REDIS_REPLY_ERROR &&
+		   strncmp(reply->str, "ERR unknown command", 19) == 0) {
+		q->no_blmpop = true;
+		tq_info("redis has no LMPOP (before 7.0): ids are popped with a script");
+		freeReplyObject(reply);
+		return pop_now(q, max, ids, from, n);
+	} else if (reply->type != REDIS_REPLY_NIL) {
+		tq_warn("redis LMPOP failed: %s",
+			reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+		r = -EIO;
+	}
+	freeReplyObject(reply);
+	return r;
+}
+
+/*
+ * RPUSH k c b a puts a back at the end of k that pops first, then b,
+ * then c: so each run of ids of one list goes back in reverse, one
+ * command per run, pipelined.
+ */
+int tq_queue_unpop(struct tq_queue *q, char (*ids)[37], const unsigned short *from,
+		   size_t n)
+{
+	const char *argv[2 + PUSH_RUN_MAX];
+	size_t commands = 0;
+	int r;
+
+	if (n == 0)
+		return 0;
+	r = ensure_connected(q);
+	if (r)
+		return r;
+	for (size_t i = 0; i < n;) {
+		size_t k = 0, run = 0;
+
+		if (!q->argv || (size_t)from[i] + 2 >= q->argc)
+			return -EINVAL;
+		argv[k++] = "RPUSH";
+		argv[k++] = q->argv[1 + from[i]];
+		while (i + run < n && run < PUSH_RUN_MAX && from[i + run] == from[i])
+			run++;
+		for (size_t j = run; j-- > 0;)
+			argv[k++] = ids[i + j];
+		if (redisAppendCommandArgv(q->ctx, (int)k, argv, NULL) != REDIS_OK)
+			return broken(q);
+		commands++;
+		i += run;
+	}
+	return pipelined_replies(q, commands, "RPUSH");
 }
 
 /* Sum of LLEN over KEYS. */

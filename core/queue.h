@@ -42,12 +42,24 @@ int tq_queue_pop(struct tq_queue *q, const char *const *queues, int timeout_s,
 		 char id[37]);
 
 /* Take up to max ids at once, highest priority first, FIFO within a
- * priority; block (as tq_queue_pop()) while none is ready.  With Redis
+ * priority (from, when not NULL: the ready list of each, for
+ * tq_queue_unpop()); block (as tq_queue_pop()) while none is ready.  With Redis
  * 7.0 (BLMPOP) the ids of one call come from the first non-empty priority
  * list; older servers get a script that takes from every list.  0 with
  * *n >= 1, or as tq_queue_pop(). */
 int tq_queue_pop_many(struct tq_queue *q, const char *const *queues, size_t max,
-		      int timeout_s, char (*ids)[37], size_t *n);
+		      int timeout_s, char (*ids)[37], unsigned short *from, size_t *n);
+
+/* As tq_queue_pop_many() without waiting: 0 with *n = 0 when none is
+ * ready. */
+int tq_queue_take(struct tq_queue *q, const char *const *queues, size_t max,
+		  char (*ids)[37], unsigned short *from, size_t *n);
+
+/* Put n ids of the last pop back where they were, first to pop again
+ * first.  from (filled by tq_queue_pop_many()) names the list of each;
+ * ids of one list are given in the order they were popped. */
+int tq_queue_unpop(struct tq_queue *q, char (*ids)[37], const unsigned short *from,
+		   size_t n);
 
 /* Wake a thread blocked in tq_queue_pop() on q (from another thread).
  * Afterwards q answers -EINTR until closed. */

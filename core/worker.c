@@ -567,7 +567,7 @@ static void *fetcher_main(void *arg)
 		if (atomic_load(&pool->stopping))
 			break;
 
-		r = tq_queue_pop_many(pool->fetch_q, queues, want, POP_TIMEOUT_S, ids, &n);
+		r = tq_queue_pop_many(pool->fetch_q, queues, want, POP_TIMEOUT_S, ids, NULL, &n);
 		if (r == -ETIMEDOUT || r == -EINTR)
 			continue;
 		if (r || n == 0) {

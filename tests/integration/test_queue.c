@@ -120,13 +120,15 @@ static void test_other_queue_not_taken(void **state)
 	tq_queue_close(q);
 }
 
-/* Push six ids of three priorities, then take them with
+/* Push six ids of three priorities; take the first without waiting and
+ * put them back (tq_queue_unpop()); then take them all with
  * tq_queue_pop_many(): highest priority first, FIFO within one, however
  * many calls that takes; then nothing is left. */
 static void check_pop_many(struct tq_queue *q)
 {
 	struct tq_ready items[6];
 	char ids[6][37], got[8][37];
+	unsigned short from[8];
 	static const int prio[6] = {0, 5, 0, 9, 5, 0};
 	static const int order[6] = {3, 1, 4, 0, 2, 5};
 	size_t taken = 0, n;
@@ -136,15 +138,24 @@ static void check_pop_many(struct tq_queue *q)
 		items[i] = (struct tq_ready){.queue = "default", .priority = prio[i], .id = ids[i]};
 	}
 	assert_int_equal(tq_queue_push(q, items, 6), 0);
+	/* one list (LMPOP) or three of them (the script): either way they
+	 * go back to the heads they came from, in their order */
+	assert_int_equal(tq_queue_take(q, queues, 3, got, from, &n), 0);
+	assert_true(n >= 1 && n <= 3);
+	for (size_t i = 0; i < n; i++)
+		assert_string_equal(got[i], ids[order[i]]);
+	assert_int_equal(tq_queue_unpop(q, got, from, n), 0);
 	while (taken < 6) {
-		assert_int_equal(tq_queue_pop_many(q, queues, 8 - taken, 1, got + taken, &n), 0);
+		assert_int_equal(tq_queue_pop_many(q, queues, 8 - taken, 1, got + taken, NULL, &n), 0);
 		assert_true(n >= 1);
 		taken += n;
 	}
 	assert_int_equal(taken, 6);
 	for (int i = 0; i < 6; i++)
 		assert_string_equal(got[i], ids[order[i]]);
-	assert_int_equal(tq_queue_pop_many(q, queues, 8, 1, got, &n), -ETIMEDOUT);
+	assert_int_equal(tq_queue_pop_many(q, queues, 8, 1, got, NULL, &n), -ETIMEDOUT);
+	assert_int_equal(tq_queue_take(q, queues, 8, got, from, &n), 0);
+	assert_int_equal(n, 0);
 }
 
 static void test_pop_many_priority_order(void **state)
@@ -157,8 +168,9 @@ static void test_pop_many_priority_order(void **state)
 }
 
 /*
- * A Redis without BLMPOP (before 7.0; here a private server that renames
- * it away): taking many ids falls back to a script and keeps the order.
+ * A Redis without BLMPOP and LMPOP (before 7.0; here a private server
+ * that renames them away): taking many ids falls back to a script and
+ * keeps the order.
  */
 static void test_pop_many_without_blmpop(void **state)
 {
@@ -179,7 +191,7 @@ static void test_pop_many_without_blmpop(void **state)
 		dup2(null, 2);
 		execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
 		       "--save", "", "--appendonly", "no", "--rename-command", "BLMPOP", "",
-		       (char *)NULL);
+		       "--rename-command", "LMPOP", "", (char *)NULL);
 		_exit(127);
 	}
 	for (int i = 0; i < 100 && r != 0; i++) {
