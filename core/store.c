@@ -360,24 +360,35 @@ static const struct stmt stmts[ST_COUNT] = {
 	 * arrays ($1...), so that one statement (one round trip, one commit)
 	 * carries them all.
 	 */
+	/*
+	 * A row with "c": true is inserted claimed by this node (running,
+	 * attempt 1, lease $3 seconds, token $4), as tq_claim_many would
+	 * leave it; it comes back with its payload as a claim returns it.
+	 */
 	[ST_INSERT_MANY] = {"tq_insert_many",
 		"INSERT INTO jobs (id, type, payload, status, queue, priority, "
-		"max_attempts, timeout_s, run_at, watch_at) "
+		"max_attempts, timeout_s, run_at, watch_at, attempts, started_at, "
+		"lease_expires_at, claim_token) "
 		"SELECT r.id, r.type, r.payload, "
-		"CASE WHEN t.run_at > now() THEN 'scheduled' ELSE 'pending' END, "
+		"CASE WHEN r.c THEN 'running' "
+		"WHEN t.run_at > now() THEN 'scheduled' ELSE 'pending' END, "
 		"r.queue, r.priority, r.max_attempts, r.timeout_s, t.run_at, "
 		"CASE WHEN t.run_at <= now() "
-		"THEN now() + make_interval(secs => $2::int) END "
+		"THEN now() + make_interval(secs => $2::int) END, "
+		"CASE WHEN r.c THEN 1 ELSE 0 END, CASE WHEN r.c THEN now() END, "
+		"CASE WHEN r.c THEN now() + make_interval(secs => $3::int) END, "
+		"CASE WHEN r.c THEN $4::bigint END "
 		"FROM json_to_recordset($1::json) AS r(id uuid, type text, "
 		"payload jsonb, queue text, priority smallint, max_attempts int, "
-		"timeout_s int, delay_ms bigint, run_at_ms bigint) "
+		"timeout_s int, delay_ms bigint, run_at_ms bigint, c boolean) "
 		"CROSS JOIN LATERAL (SELECT CASE "
 		"WHEN r.delay_ms IS NOT NULL "
 		"THEN now() + r.delay_ms * interval '1 millisecond' "
 		"WHEN r.run_at_ms IS NOT NULL "
 		"THEN to_timestamp(r.run_at_ms / 1000.0) "
 		"ELSE now() END AS run_at) t "
-		"RETURNING id::text, status, " TS("created_at") ", " TS("run_at")},
+		"RETURNING id::text, status, " TS("created_at") ", " TS("run_at") ", "
+		TS("lease_expires_at") ", CASE WHEN status = 'running' THEN payload::text END"},
 	[ST_CLAIM_MANY] = {"tq_claim_many",
 		"UPDATE jobs j SET status = 'running', attempts = j.attempts + 1, "
 		"started_at = now(), updated_at = now(), "
@@ -1798,10 +1809,45 @@ int tq_store_release(struct tq_store *s, const char *id, int attempt,
 int tq_store_insert_many(struct tq_store *s, const struct tq_job_spec *specs,
 			 size_t n, struct tq_inserted *out)
 {
+	size_t none;
+
+	return tq_store_insert_claim_many(s, specs, n, NULL, 0, out, NULL, &none);
+}
+
+/* Fill claim c from row `row` of an insert (columns as ST_INSERT_MANY
+ * returns them) and its spec.  false when out of memory: the row stays
+ * claimed, its lease lapses and the rescuer retries it. */
+static bool claim_from_insert(struct tq_claim *c, const PGresult *res, int row,
+			      const struct tq_job_spec *sp, const char *id, int64_t token)
+{
+	memset(c, 0, sizeof(*c));
+	snprintf(c->id, sizeof(c->id), "%s", id);
+	c->type = strdup(sp->type);
+	c->payload = dup_value(res, row, 5);
+	c->queue = strdup(sp->queue ? sp->queue : "default");
+	c->attempt = 1;
+	c->token = token;
+	c->max_attempts = sp->max_attempts;
+	c->timeout_s = sp->timeout_s;
+	if (c->type && c->payload && c->queue)
+		return true;
+	tq_claim_free(c);
+	return false;
+}
+
+int tq_store_insert_claim_many(struct tq_store *s, const struct tq_job_spec *specs,
+			       size_t n, const bool *claim, int lease_s,
+			       struct tq_inserted *out, struct tq_claim *claims,
+			       size_t *nclaimed)
+{
 	struct textbuf arr = {0};
-	const char *params[2];
+	const char *params[4];
+	char lease[16], tok[24];
 	PGresult *res = NULL;
+	int64_t token = 0;
 	int rc = -ENOMEM;
+
+	*nclaimed = 0;
 
 	tb_putn(&arr, "[", 1);
 	for (size_t i = 0; i < n; i++) {
@@ -1829,14 +1875,20 @@ int tq_store_insert_many(struct tq_store *s, const struct tq_job_spec *specs,
 			tb_put_json_int(&arr, "delay_ms", sp->delay_ms);
 		else if (sp->has_run_at)
 			tb_put_json_int(&arr, "run_at_ms", sp->run_at_ms);
+		else if (claim && claim[i])
+			tb_puts(&arr, ",\"c\":true"); /* only a job due now */
 		tb_putn(&arr, "}", 1);
 	}
 	tb_putn(&arr, "]", 1);
 	if (arr.failed)
 		goto out;
+	snprintf(lease, sizeof(lease), "%d", lease_s > 0 ? lease_s : 1);
+	token = new_token(s, tok);
 	params[0] = arr.p;
 	params[1] = s->recheck_s;
-	res = store_exec(s, ST_INSERT_MANY, 2, params, &rc);
+	params[2] = lease;
+	params[3] = tok;
+	res = store_exec(s, ST_INSERT_MANY, 4, params, &rc);
 	if (!res)
 		goto out;
 	if ((size_t)PQntuples(res) != n) {
@@ -1856,9 +1908,15 @@ int tq_store_insert_many(struct tq_store *s, const struct tq_job_spec *specs,
 			goto out;
 		}
 		out[i].pending = strcmp(PQgetvalue(res, row, 1), "pending") == 0;
+		out[i].running = strcmp(PQgetvalue(res, row, 1), "running") == 0;
 		snprintf(out[i].created_at, sizeof(out[i].created_at), "%s",
 			 PQgetvalue(res, row, 2));
 		snprintf(out[i].run_at, sizeof(out[i].run_at), "%s", PQgetvalue(res, row, 3));
+		snprintf(out[i].lease_expires_at, sizeof(out[i].lease_expires_at), "%s",
+			 PQgetvalue(res, row, 4));
+		if (out[i].running && claims &&
+		    claim_from_insert(&claims[*nclaimed], res, row, &specs[i], id, token))
+			(*nclaimed)++;
 	}
 	rc = 0;
 out:

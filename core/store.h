@@ -174,15 +174,30 @@ int tq_store_release(struct tq_store *store, const char *id, int attempt,
 /* What the store says of a job it inserted. */
 struct tq_inserted {
 	char id[37];
-	bool pending;        /* else scheduled */
+	bool pending;        /* to dispatch now */
+	bool running;        /* inserted claimed (neither: scheduled) */
 	char created_at[32]; /* RFC 3339 UTC, the database's clock */
 	char run_at[32];
+	char lease_expires_at[32]; /* "" unless running */
 };
 
 /* Insert n validated, resolved specs in one statement and one
  * transaction: all or nothing.  0 with out[i] filled, or an error. */
 int tq_store_insert_many(struct tq_store *store, const struct tq_job_spec *specs,
 			 size_t n, struct tq_inserted *out);
+
+/* The same, and claim for the caller each job with claim[i] set that is
+ * due now (no delay_s or run_at): it is inserted running, attempt 1, with
+ * a lease of lease_s seconds, as tq_store_claim_many() would leave it, so
+ * that it needs no hand-off through Redis and no claim statement.  claims
+ * has room for n; *nclaimed of them are filled (free each with
+ * tq_claim_free()); out[i].running tells which jobs were claimed (one
+ * whose claim could not be filled, out of memory, runs again after its
+ * lease).  claim may be NULL. */
+int tq_store_insert_claim_many(struct tq_store *store, const struct tq_job_spec *specs,
+			       size_t n, const bool *claim, int lease_s,
+			       struct tq_inserted *out, struct tq_claim *claims,
+			       size_t *nclaimed);
 
 /* Claim the pending jobs among n ids in one statement and one commit
  * that does not wait for the disk (a lost claim costs a re-run; its token

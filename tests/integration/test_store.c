@@ -922,6 +922,63 @@ static void test_claim_complete_many(void **state)
 		tq_claim_free(&out[i]);
 }
 
+/*
+ * Claimed in the insert: the rows marked (and due now) are running,
+ * attempt 1, with a lease, a token and the claim's payload; a marked row
+ * with a delay is scheduled and unclaimed; an unmarked one pending.  The
+ * claim's outcome is fenced like any other.
+ */
+static void test_insert_claimed(void **state)
+{
+	struct tq_job_spec specs[3];
+	struct tq_inserted ins[3];
+	struct tq_claim claims[3];
+	struct tq_done done;
+	const bool claim[3] = {true, true, false};
+	bool written;
+	size_t n = 9;
+
+	(void)state;
+	for (int i = 0; i < 3; i++)
+		spec_init(&specs[i], "direct", "{\"k\": [1, 2]}");
+	specs[1].has_delay = true;
+	specs[1].delay_ms = 60000;
+	assert_int_equal(tq_store_insert_claim_many(store, specs, 3, claim, 45, ins, claims, &n),
+			 0);
+	assert_int_equal(n, 1);
+	assert_true(ins[0].running && !ins[0].pending);
+	assert_true(!ins[1].running && !ins[1].pending);
+	assert_true(!ins[2].running && ins[2].pending);
+	assert_true(ins[0].lease_expires_at[0] != '\0');
+	assert_string_equal(ins[2].lease_expires_at, "");
+	assert_string_equal(claims[0].id, ins[0].id);
+	assert_string_equal(claims[0].type, "direct");
+	assert_string_equal(claims[0].queue, "default");
+	assert_string_equal(claims[0].payload, "{\"k\": [1, 2]}"); /* as jsonb prints it */
+	assert_int_equal(claims[0].attempt, 1);
+	assert_int_equal(claims[0].max_attempts, 3);
+	assert_int_equal(claims[0].timeout_s, 30);
+	assert_status(ins[0].id, "running");
+	assert_status(ins[1].id, "scheduled");
+	assert_status(ins[2].id, "pending");
+	assert_int_equal(sql_long("SELECT count(*) FROM jobs WHERE id = $1::uuid AND "
+				  "attempts = 1 AND started_at = created_at AND "
+				  "lease_expires_at = now() + interval '45 s' - "
+				  "(now() - created_at) AND watch_at IS NOT NULL",
+				  ins[0].id),
+			 1);
+	/* a claim of the pending one is a claim as any other; the direct
+	 * claim's outcome needs its own token */
+	done = (struct tq_done){.id = ins[0].id, .attempt = 1, .token = claims[0].token + 1};
+	assert_int_equal(tq_store_complete_many(store, &done, 1, &written), 0);
+	assert_false(written);
+	done.token = claims[0].token;
+	assert_int_equal(tq_store_complete_many(store, &done, 1, &written), 1);
+	assert_true(written);
+	assert_status(ins[0].id, "completed");
+	tq_claim_free(&claims[0]);
+}
+
 /* The jobs table's update counters once the pool's backends have exited
  * and reported them (a backend reports its statistics when it exits). */
 static void table_updates(long long *upd, long long *hot)
@@ -1563,6 +1620,7 @@ int main(void)
 		cmocka_unit_test(test_claim_complete),
 		cmocka_unit_test(test_lost_claim_fenced),
 		cmocka_unit_test(test_claim_complete_many),
+		cmocka_unit_test(test_insert_claimed),
 		cmocka_unit_test(test_claims_are_hot),
 		cmocka_unit_test(test_batches_read_only_their_rows),
 		cmocka_unit_test(test_retry_promote),
