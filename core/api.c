@@ -645,10 +645,13 @@ refuse:
 	return -1;
 }
 
-/* Committed: hand the job to Redis, or tell the scheduler when it is due. */
+/* Committed: hand the job to Redis, or tell the scheduler when it is due;
+ * one claimed at submission is with this node's workers already. */
 static void after_commit(struct tq_api *api, const struct tq_job_spec *spec,
 			 const struct tq_inserted *ins)
 {
+	if (ins->running)
+		return;
 	if (ins->pending) {
 		if (api->deps.dispatch)
 			tq_dispatch_push(api->deps.dispatch, spec->queue, spec->priority,
@@ -679,23 +682,33 @@ static bool json_plain(const char *s)
  */
 static char *new_job_json(const struct tq_job_spec *spec, const struct tq_inserted *ins)
 {
+	char lease[sizeof(ins->lease_expires_at) + 2] = "null";
+	char started[sizeof(ins->created_at) + 2] = "null";
 	char *text;
 
 	if (!json_plain(spec->type) || !json_plain(spec->queue) ||
-	    !json_plain(ins->run_at) || !json_plain(ins->created_at)) {
+	    !json_plain(ins->run_at) || !json_plain(ins->created_at) ||
+	    !json_plain(ins->lease_expires_at)) {
 		tq_warn("job %s: a field of the 201 body needs escaping", ins->id);
 		return NULL;
 	}
+	if (ins->running) {
+		/* claimed in the insert's transaction: started at its now() */
+		snprintf(lease, sizeof(lease), "\"%s\"", ins->lease_expires_at);
+		snprintf(started, sizeof(started), "\"%s\"", ins->created_at);
+	}
 	if (asprintf(&text,
 		     "{\"id\":\"%s\",\"type\":\"%s\",\"payload\":%s,\"status\":\"%s\","
-		     "\"queue\":\"%s\",\"priority\":%d,\"attempts\":0,\"max_attempts\":%d,"
+		     "\"queue\":\"%s\",\"priority\":%d,\"attempts\":%d,\"max_attempts\":%d,"
 		     "\"timeout_s\":%d,\"error\":null,\"result\":null,\"progress\":null,"
-		     "\"progress_message\":null,\"run_at\":\"%s\",\"lease_expires_at\":null,"
-		     "\"created_at\":\"%s\",\"updated_at\":\"%s\",\"started_at\":null,"
+		     "\"progress_message\":null,\"run_at\":\"%s\",\"lease_expires_at\":%s,"
+		     "\"created_at\":\"%s\",\"updated_at\":\"%s\",\"started_at\":%s,"
 		     "\"completed_at\":null}",
-		     ins->id, spec->type, spec->payload, ins->pending ? "pending" : "scheduled",
-		     spec->queue, spec->priority, spec->max_attempts, spec->timeout_s, ins->run_at,
-		     ins->created_at, ins->created_at) < 0)
+		     ins->id, spec->type, spec->payload,
+		     ins->running ? "running" : ins->pending ? "pending" : "scheduled",
+		     spec->queue, spec->priority, ins->running ? 1 : 0, spec->max_attempts,
+		     spec->timeout_s, ins->run_at, lease, ins->created_at, ins->created_at,
+		     started) < 0)
 		return NULL;
 	return text;
 }
@@ -792,7 +805,8 @@ static enum MHD_Result handle_batch(struct tq_api *api, struct MHD_Connection *c
 		}
 		ready++;
 	}
-	rc = tq_store_insert_many(api->deps.store, specs, n, ins);
+	rc = api->deps.submit ? tq_submit_many(api->deps.submit, specs, n, ins)
+			      : tq_store_insert_many(api->deps.store, specs, n, ins);
 	if (rc < 0) {
 		ret = store_error(conn, req, rc);
 		goto out;

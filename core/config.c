@@ -41,6 +41,8 @@ static const struct opt opts[] = {
 	 64LL * 1024 * 1024, "1048576"},
 	{"workers.count", "TASKQ_WORKERS", OPT_INT, O(workers), 1, 1024, "4"},
 	{"workers.prefetch", "TASKQ_PREFETCH", OPT_INT, O(prefetch), 0, 1024, "0"},
+	{"workers.claim_on_submit", "TASKQ_CLAIM_ON_SUBMIT", OPT_BOOL, O(claim_on_submit), 0,
+	 0, "true"},
 	{"workers.queues", "TASKQ_QUEUES", OPT_LIST, O(queues), 0, 0, "default"},
 	{"workers.lease_s", "TASKQ_LEASE_S", OPT_INT, O(lease_s), 1, 86400, "30"},
 	{"workers.heartbeat_s", "TASKQ_HEARTBEAT_S", OPT_INT, O(heartbeat_s), 1, 3600, "10"},

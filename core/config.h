@@ -33,6 +33,7 @@ struct tq_config {
 	/* workers */
 	int workers;
 	int prefetch; /* claims held beyond the running ones */
+	bool claim_on_submit; /* free slots take this node's submissions */
 	char **queues; /* NULL-terminated; default {"default"} */
 	int lease_s;
 	int heartbeat_s;

@@ -195,7 +195,8 @@ static int run(const struct tq_config *cfg)
 		tq_error("cannot start the workers: %s", strerror(-r));
 		goto out;
 	}
-	r = tq_submit_start(&submit, store, SUBMIT_COMMITTERS, SUBMIT_BATCH_MAX);
+	r = tq_submit_start(&submit, store, cfg->claim_on_submit ? workers : NULL, cfg->lease_s,
+			    SUBMIT_COMMITTERS, SUBMIT_BATCH_MAX);
 	if (r) {
 		tq_error("cannot start the submission committers: %s", strerror(-r));
 		goto out;

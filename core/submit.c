@@ -11,6 +11,7 @@
 
 #include "log.h"
 #include "store.h"
+#include "worker.h"
 
 /* One waiting submission, on its caller's stack. */
 struct pending {
@@ -24,6 +25,8 @@ struct pending {
 
 struct tq_submit {
 	struct tq_store *store;
+	struct tq_workers *workers; /* claims at submission; or NULL */
+	int lease_s;
 	int max_batch;
 	pthread_mutex_t lock;
 	pthread_cond_t work;  /* submissions arrived, or stopping */
@@ -47,14 +50,74 @@ static size_t take(struct tq_submit *sub, struct pending **batch)
 	return n;
 }
 
-static void commit_batch(struct tq_submit *sub, struct pending **batch, size_t n,
-			 struct tq_job_spec *specs, struct tq_inserted *res)
+/* Buffers of one insert, for max_batch jobs. */
+struct scratch {
+	struct tq_job_spec *specs;
+	struct tq_inserted *res;
+	bool *claim;
+	struct tq_claim *claims;
+};
+
+static int scratch_init(struct scratch *b, size_t n)
 {
+	b->specs = calloc(n, sizeof(*b->specs));
+	b->res = calloc(n, sizeof(*b->res));
+	b->claim = calloc(n, sizeof(*b->claim));
+	b->claims = calloc(n, sizeof(*b->claims));
+	return b->specs && b->res && b->claim && b->claims ? 0 : -ENOMEM;
+}
+
+static void scratch_free(struct scratch *b)
+{
+	free(b->specs);
+	free(b->res);
+	free(b->claim);
+	free(b->claims);
+}
+
+/*
+ * Insert n specs in one transaction.  The jobs due now on a queue this
+ * node takes are inserted claimed, as many as its workers have free slots
+ * for, and handed to them after COMMIT: no Redis round trip and no claim
+ * statement.  The others are left to the caller to dispatch.
+ */
+static int insert(struct tq_submit *sub, const struct tq_job_spec *specs, size_t n,
+		  struct tq_inserted *out, bool *claim, struct tq_claim *claims)
+{
+	size_t want = 0, got = 0, nclaimed = 0;
+	int rc;
+
+	for (size_t i = 0; i < n; i++) {
+		claim[i] = sub->workers && !specs[i].has_delay && !specs[i].has_run_at &&
+			   tq_workers_take_queue(sub->workers, specs[i].queue);
+		want += claim[i];
+	}
+	if (want)
+		got = tq_workers_reserve(sub->workers, want);
+	for (size_t i = 0, left = got; i < n; i++) {
+		if (claim[i] && !left)
+			claim[i] = false;
+		else if (claim[i])
+			left--;
+	}
+	rc = tq_store_insert_claim_many(sub->store, specs, n, claim, sub->lease_s, out,
+					claims, &nclaimed);
+	if (rc == 0 && nclaimed)
+		tq_workers_hand(sub->workers, claims, nclaimed);
+	if (got > nclaimed)
+		tq_workers_unreserve(sub->workers, got - nclaimed);
+	return rc;
+}
+
+static void commit_batch(struct tq_submit *sub, struct pending **batch, size_t n,
+			 struct scratch *b)
+{
+	struct tq_inserted *res = b->res;
 	int rc;
 
 	for (size_t i = 0; i < n; i++)
-		specs[i] = *batch[i]->spec;
-	rc = tq_store_insert_many(sub->store, specs, n, res);
+		b->specs[i] = *batch[i]->spec;
+	rc = insert(sub, b->specs, n, res, b->claim, b->claims);
 	if (rc == 0) {
 		for (size_t i = 0; i < n; i++) {
 			*batch[i]->out = res[i];
@@ -65,8 +128,8 @@ static void commit_batch(struct tq_submit *sub, struct pending **batch, size_t n
 	if (n > 1 && rc != -EAGAIN && rc != -ENOMEM) {
 		/* one row spoiled the batch: find it, keep the others */
 		for (size_t i = 0; i < n; i++)
-			batch[i]->rc = tq_store_insert_many(sub->store, batch[i]->spec, 1,
-							    batch[i]->out);
+			batch[i]->rc = insert(sub, batch[i]->spec, 1, batch[i]->out, b->claim,
+					      b->claims);
 		return;
 	}
 	for (size_t i = 0; i < n; i++)
@@ -77,8 +140,8 @@ static void *committer(void *arg)
 {
 	struct tq_submit *sub = arg;
 	struct pending **batch = calloc((size_t)sub->max_batch, sizeof(*batch));
-	struct tq_job_spec *specs = calloc((size_t)sub->max_batch, sizeof(*specs));
-	struct tq_inserted *res = calloc((size_t)sub->max_batch, sizeof(*res));
+	struct scratch b;
+	bool ready = scratch_init(&b, (size_t)sub->max_batch) == 0 && batch;
 
 	pthread_mutex_lock(&sub->lock);
 	for (;;) {
@@ -91,11 +154,11 @@ static void *committer(void *arg)
 		n = take(sub, batch);
 		pthread_mutex_unlock(&sub->lock);
 
-		if (!batch || !specs || !res) {
+		if (!ready) {
 			for (size_t i = 0; i < n; i++)
 				batch[i]->rc = -ENOMEM;
 		} else {
-			commit_batch(sub, batch, n, specs, res);
+			commit_batch(sub, batch, n, &b);
 		}
 
 		pthread_mutex_lock(&sub->lock);
@@ -107,13 +170,12 @@ static void *committer(void *arg)
 	}
 	pthread_mutex_unlock(&sub->lock);
 	free(batch);
-	free(specs);
-	free(res);
+	scratch_free(&b);
 	return NULL;
 }
 
-int tq_submit_start(struct tq_submit **out, struct tq_store *store, int committers,
-		    int max_batch)
+int tq_submit_start(struct tq_submit **out, struct tq_store *store,
+		    struct tq_workers *workers, int lease_s, int committers, int max_batch)
 {
 	struct tq_submit *sub = calloc(1, sizeof(*sub));
 	int r = 0;
@@ -122,6 +184,8 @@ int tq_submit_start(struct tq_submit **out, struct tq_store *store, int committe
 	if (!sub)
 		return -ENOMEM;
 	sub->store = store;
+	sub->workers = workers;
+	sub->lease_s = lease_s;
 	sub->max_batch = max_batch > 0 ? max_batch : 1;
 	sub->threads = calloc((size_t)(committers > 0 ? committers : 1), sizeof(*sub->threads));
 	if (!sub->threads) {
@@ -183,4 +247,16 @@ int tq_submit_one(struct tq_submit *sub, const struct tq_job_spec *spec,
 	pthread_mutex_unlock(&sub->lock);
 	pthread_cond_destroy(&p.cv);
 	return p.rc;
+}
+
+int tq_submit_many(struct tq_submit *sub, const struct tq_job_spec *specs, size_t n,
+		   struct tq_inserted *out)
+{
+	struct scratch b = {0};
+	int rc = scratch_init(&b, n);
+
+	if (rc == 0)
+		rc = insert(sub, specs, n, out, b.claim, b.claims);
+	scratch_free(&b);
+	return rc;
 }

@@ -19,10 +19,13 @@ struct tq_store;
 struct tq_job_spec;
 struct tq_inserted;
 struct tq_submit;
+struct tq_workers;
 
-/* committers threads, batches of at most max_batch jobs. */
-int tq_submit_start(struct tq_submit **out, struct tq_store *store, int committers,
-		    int max_batch);
+/* committers threads, batches of at most max_batch jobs.  With workers
+ * (else NULL), the jobs this node can run now are inserted claimed for
+ * them (lease_s) and run without going through Redis. */
+int tq_submit_start(struct tq_submit **out, struct tq_store *store,
+		    struct tq_workers *workers, int lease_s, int committers, int max_batch);
 /* Let the committers finish what is queued, then stop them; frees sub. */
 void tq_submit_stop(struct tq_submit *sub);
 
@@ -31,5 +34,11 @@ void tq_submit_stop(struct tq_submit *sub);
  * database is unavailable; -ESHUTDOWN: stopping).  Thread-safe. */
 int tq_submit_one(struct tq_submit *sub, const struct tq_job_spec *spec,
 		  struct tq_inserted *out);
+
+/* Insert n jobs in one transaction (all or nothing) in the caller's
+ * thread, claiming as tq_submit_one() does.  out[i].pending: to dispatch;
+ * out[i].running: claimed, already handed to the workers. */
+int tq_submit_many(struct tq_submit *sub, const struct tq_job_spec *specs, size_t n,
+		   struct tq_inserted *out);
 
 #endif

@@ -13,6 +13,11 @@
  *  - COMPLETERS completers: write completions in batches, one statement
  *    each (two, so that one batch gathers while another commits);
  *  - the heartbeat: renews the leases of running attempts.
+ * Submitters (core/submit.c) take free slots too: a job this node can
+ * run now is inserted claimed and queued here after COMMIT, without a
+ * pass through Redis, as long as nothing waits there (the backlog flag:
+ * otherwise new jobs would pass older ones).  Ids the fetcher popped
+ * while submitters took the slots go back to the head of their list.
  * The pool lock guards the run queue, the completion queue, the free
  * slots and each worker's current job.  The heartbeat renews the leases
  * of queued claims as well as running ones, and marks a queued claim
@@ -91,7 +96,14 @@ struct tq_workers {
 	/* claims waiting for a worker: a ring of cap = n + prefetch */
 	struct queued *runq;
 	size_t runq_head, runq_len, runq_cap;
-	int slots; /* cap - running - queued: how many more to claim */
+	/* cap - running - queued - reserved (by the fetcher for its claim,
+	 * by submitters for theirs): how many more to claim */
+	int slots;
+	/* Redis may hold ids for this node: submitters leave the slots to
+	 * the fetcher, so that no new job passes one that waits there.  Set
+	 * when a submission or a put-back went to Redis, or a pop came back
+	 * full; cleared when a pop finds the ready lists empty. */
+	bool backlog;
 
 	/* completions waiting for the completer */
 	struct done_item *doneq;
@@ -544,19 +556,35 @@ static void *worker_main(void *arg)
 
 /* --- the fetcher ------------------------------------------------------------ */
 
+/* Queue n claims for the workers (their slots already taken); lock held. */
+static void enqueue(struct tq_workers *pool, struct tq_claim *claims, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		size_t tail = (pool->runq_head + pool->runq_len) % pool->runq_cap;
+
+		pool->runq[tail] = (struct queued){.claim = claims[i]};
+		pool->runq_len++;
+	}
+	/* one worker per claim: a broadcast would wake every idle worker
+	 * for a batch smaller than the pool */
+	for (size_t i = 0; i < n; i++)
+		pthread_cond_signal(&pool->runnable);
+}
+
 static void *fetcher_main(void *arg)
 {
 	struct tq_workers *pool = arg;
 	const char *const *queues = (const char *const *)pool->cfg->queues;
 	char (*ids)[37] = calloc(FETCH_MAX, sizeof(*ids));
+	unsigned short *from = calloc(FETCH_MAX, sizeof(*from));
 	struct tq_claim *claims = calloc(FETCH_MAX, sizeof(*claims));
 
-	if (!ids || !claims) {
+	if (!ids || !from || !claims) {
 		tq_error("fetcher: out of memory; this node takes no jobs");
 		goto out;
 	}
 	while (!atomic_load(&pool->stopping)) {
-		size_t want, n = 0, claimed = 0;
+		size_t want, keep, n = 0, claimed = 0;
 		int r;
 
 		pthread_mutex_lock(&pool->lock);
@@ -567,7 +595,16 @@ static void *fetcher_main(void *arg)
 		if (atomic_load(&pool->stopping))
 			break;
 
-		r = tq_queue_pop_many(pool->fetch_q, queues, want, POP_TIMEOUT_S, ids, NULL, &n);
+		r = tq_queue_take(pool->fetch_q, queues, want, ids, from, &n);
+		if (r == 0 && n == 0) {
+			/* nothing waits in Redis: until something does, the
+			 * submitters may claim their own jobs */
+			pthread_mutex_lock(&pool->lock);
+			pool->backlog = false;
+			pthread_mutex_unlock(&pool->lock);
+			r = tq_queue_pop_many(pool->fetch_q, queues, want, POP_TIMEOUT_S, ids,
+					      from, &n);
+		}
 		if (r == -ETIMEDOUT || r == -EINTR)
 			continue;
 		if (r || n == 0) {
@@ -575,6 +612,21 @@ static void *fetcher_main(void *arg)
 			sleep_ms(STORE_RETRY_MS);
 			continue;
 		}
+		/* Submitters may have taken slots while the pop waited: what
+		 * there is no room for goes back to the head of its list, for
+		 * the next pop here or another node's. */
+		pthread_mutex_lock(&pool->lock);
+		keep = (size_t)pool->slots < n ? (size_t)pool->slots : n;
+		pool->slots -= (int)keep;
+		if (n == want || keep < n)
+			pool->backlog = true;
+		pthread_mutex_unlock(&pool->lock);
+		if (keep < n && tq_queue_unpop(pool->fetch_q, ids + keep, from + keep, n - keep))
+			tq_warn("%zu popped ids could not go back to redis; they wait for the "
+				"reconciler", n - keep);
+		n = keep;
+		if (n == 0)
+			continue;
 		/* While PostgreSQL is unreachable, hold the ids and claim them
 		 * again: they are out of Redis, and dropped they would wait for
 		 * the reconciler's next look at them. */
@@ -582,29 +634,19 @@ static void *fetcher_main(void *arg)
 						&claimed)) == -EAGAIN &&
 		       !atomic_load(&pool->stopping))
 			sleep_ms(STORE_RETRY_MS);
-		if (r) {
-			/* not claimed: the jobs stay pending for the reconciler */
-			if (r != -EAGAIN)
-				sleep_ms(STORE_RETRY_MS);
-			continue;
-		}
-		/* ids not claimed were taken elsewhere, cancelled or stale */
+		/* ids not claimed were taken elsewhere, cancelled or stale;
+		 * after an error the jobs stay pending for the reconciler */
 		pthread_mutex_lock(&pool->lock);
-		for (size_t i = 0; i < claimed; i++) {
-			size_t tail = (pool->runq_head + pool->runq_len) % pool->runq_cap;
-
-			pool->runq[tail] = (struct queued){.claim = claims[i]};
-			pool->runq_len++;
-			pool->slots--;
-		}
-		/* one worker per claim: a broadcast would wake every idle
-		 * worker for a batch smaller than the pool */
-		for (size_t i = 0; i < claimed; i++)
-			pthread_cond_signal(&pool->runnable);
+		pool->slots += (int)(n - (r ? 0 : claimed));
+		if (!r)
+			enqueue(pool, claims, claimed);
 		pthread_mutex_unlock(&pool->lock);
+		if (r && r != -EAGAIN)
+			sleep_ms(STORE_RETRY_MS);
 	}
 out:
 	free(ids);
+	free(from);
 	free(claims);
 	return NULL;
 }
@@ -630,7 +672,10 @@ int tq_workers_start(struct tq_workers **out, const struct tq_config *cfg,
 	pool->dispatch = dispatch;
 	pool->n = cfg->workers;
 	pool->w = calloc((size_t)pool->n, sizeof(*pool->w));
-	pool->runq_cap = (size_t)pool->n + (size_t)cfg->prefetch;
+	pool->slots = pool->n + cfg->prefetch;
+	pool->runq_cap = (size_t)pool->slots;
+	/* no backlog known yet: the fetcher's first look, a moment after
+	 * start, tells whether one waits */
 	pool->runq = calloc(pool->runq_cap, sizeof(*pool->runq));
 	if (!pool->w || !pool->runq) {
 		free(pool->w);
@@ -645,7 +690,6 @@ int tq_workers_start(struct tq_workers **out, const struct tq_config *cfg,
 	pthread_condattr_destroy(&attr);
 	pthread_cond_init(&pool->runnable, NULL);
 	pthread_cond_init(&pool->slot_cv, NULL);
-	pool->slots = (int)pool->runq_cap;
 	pthread_cond_init(&pool->done_cv, NULL);
 
 	r = tq_queue_open(&pool->fetch_q, cfg->redis_url, cfg->redis_prefix, err, sizeof(err));
@@ -715,6 +759,59 @@ static void hand_back(struct tq_workers *pool, const char *id, const char *type,
 	lf.attempt = attempt;
 	if (tq_store_release(pool->store, id, attempt, token, on_released, pool) == 0)
 		tq_logf(TQ_LOG_WARN, &lf, "%s; handed back", what);
+}
+
+/* --- claims made at submission ------------------------------------------ */
+
+bool tq_workers_take_queue(const struct tq_workers *pool, const char *queue)
+{
+	for (char *const *q = pool->cfg->queues; q && *q; q++)
+		if (strcmp(*q, queue ? queue : "default") == 0)
+			return true;
+	return false;
+}
+
+size_t tq_workers_reserve(struct tq_workers *pool, size_t n)
+{
+	size_t got = 0;
+
+	pthread_mutex_lock(&pool->lock);
+	if (!atomic_load(&pool->stopping) && !pool->backlog) {
+		got = (size_t)pool->slots < n ? (size_t)pool->slots : n;
+		pool->slots -= (int)got;
+	}
+	/* the rest goes to Redis; what comes after waits behind it */
+	if (got < n)
+		pool->backlog = true;
+	pthread_mutex_unlock(&pool->lock);
+	return got;
+}
+
+void tq_workers_unreserve(struct tq_workers *pool, size_t n)
+{
+	if (n == 0)
+		return;
+	pthread_mutex_lock(&pool->lock);
+	pool->slots += (int)n;
+	pthread_cond_signal(&pool->slot_cv);
+	pthread_mutex_unlock(&pool->lock);
+}
+
+void tq_workers_hand(struct tq_workers *pool, struct tq_claim *claims, size_t n)
+{
+	pthread_mutex_lock(&pool->lock);
+	if (!atomic_load(&pool->stopping)) {
+		enqueue(pool, claims, n);
+		pthread_mutex_unlock(&pool->lock);
+		return;
+	}
+	/* stopping: the run queue was handed back already; these too */
+	for (size_t i = 0; i < n; i++) {
+		hand_back(pool, claims[i].id, claims[i].type, claims[i].attempt,
+			  claims[i].token, "claimed at submission during shutdown");
+		tq_claim_free(&claims[i]);
+	}
+	pthread_mutex_unlock(&pool->lock);
 }
 
 static void join_completers(struct tq_workers *pool)

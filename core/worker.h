@@ -12,12 +12,16 @@
 #ifndef TQ_WORKER_H
 #define TQ_WORKER_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
 struct tq_config;
 struct tq_store;
 struct tq_plugins;
 struct tq_scheduler;
 struct tq_dispatch;
 struct tq_workers;
+struct tq_claim;
 
 /*
  * A heartbeat thread renews the leases of every running attempt of this
@@ -28,6 +32,21 @@ struct tq_workers;
 int tq_workers_start(struct tq_workers **out, const struct tq_config *cfg,
 		     struct tq_store *store, struct tq_plugins *plugins,
 		     struct tq_scheduler *sched, struct tq_dispatch *dispatch);
+
+/*
+ * Claims made at submission (see tq_store_insert_claim_many()): the
+ * submitter reserves free slots of this node before its insert, hands the
+ * claims it got over after COMMIT, and gives back what it did not use.
+ * Slots are the idle workers plus workers.prefetch, as for the fetcher.
+ */
+/* Whether this node takes jobs of queue (workers.queues). */
+bool tq_workers_take_queue(const struct tq_workers *w, const char *queue);
+/* Reserve up to n free slots; returns how many (0 when stopping). */
+size_t tq_workers_reserve(struct tq_workers *w, size_t n);
+/* Give back n reserved slots that were not used. */
+void tq_workers_unreserve(struct tq_workers *w, size_t n);
+/* Run n claims on as many reserved slots; takes them over. */
+void tq_workers_hand(struct tq_workers *w, struct tq_claim *claims, size_t n);
 
 /* Stop taking jobs, wait up to grace_s for running handlers.  Jobs still
  * running at the deadline are handed back at once (pending again and

@@ -86,7 +86,8 @@ static void test_location_and_alias(void **state)
 	assert_int_equal(th_json_int(r.json, "priority"), 3);
 	assert_int_equal(th_json_int(r.json, "max_attempts"), 7);
 	assert_int_equal(th_json_int(r.json, "timeout_s"), 42);
-	assert_int_equal(th_json_int(r.json, "attempts"), 0);
+	/* claimed at submission by this idle node */
+	assert_int_equal(th_json_int(r.json, "attempts"), 1);
 	assert_non_null(th_json_str(r.json, "created_at"));
 	assert_non_null(th_json_str(r.json, "status"));
 	assert_non_null(th_json_str(r.json, "id"));
@@ -159,6 +160,55 @@ static void test_created_body_is_the_job(void **state)
 		fail_msg("201 body %s\nGET body %s", created.body, got.body);
 	th_resp_free(&created);
 	th_resp_free(&got);
+	th_case_passed();
+}
+
+/*
+ * A job this node can run now is inserted claimed by it: the 201 body
+ * already says running, attempt 1, started at its creation, as GET says
+ * it; it runs without a pass through Redis.  With claim_on_submit off the
+ * same submission is pending, as a node without free workers leaves it.
+ */
+static void test_claimed_at_submission(void **state)
+{
+	static const char body[] =
+		"{\"type\":\"sleep\",\"payload\": { \"ms\" : 1500, \"x\":[1, 2.5]} }";
+	struct th_daemon *d = th_daemon_start(NULL);
+	struct th_resp created, got;
+	char path[128];
+	cJSON *job;
+
+	(void)state;
+	th_http(d, "POST", "/v1/jobs", body, "application/json", &created);
+	assert_int_equal(created.status, 201);
+	assert_job_shape(created.json);
+	assert_string_equal(th_json_str(created.json, "status"), "running");
+	assert_int_equal(th_json_int(created.json, "attempts"), 1);
+	assert_string_equal(th_json_str(created.json, "started_at"),
+			    th_json_str(created.json, "created_at"));
+	assert_non_null(th_json_str(created.json, "lease_expires_at"));
+	snprintf(path, sizeof(path), "/v1/jobs/%s", th_json_str(created.json, "id"));
+	th_http(d, "GET", path, NULL, NULL, &got);
+	assert_int_equal(got.status, 200);
+	if (!cJSON_Compare(created.json, got.json, 1))
+		fail_msg("201 body %s\nGET body %s", created.body, got.body);
+	job = th_wait_status(d, th_json_str(created.json, "id"), "completed", 10000);
+	assert_int_equal(th_json_int(job, "attempts"), 1);
+	cJSON_Delete(job);
+	th_resp_free(&created);
+	th_resp_free(&got);
+	th_daemon_stop(d, 10000);
+
+	d = th_daemon_start("TASKQ_CLAIM_ON_SUBMIT=false", NULL);
+	th_http(d, "POST", "/v1/jobs", body, "application/json", &created);
+	assert_int_equal(created.status, 201);
+	assert_string_equal(th_json_str(created.json, "status"), "pending");
+	assert_int_equal(th_json_int(created.json, "attempts"), 0);
+	assert_null(th_json_str(created.json, "started_at"));
+	job = th_wait_status(d, th_json_str(created.json, "id"), "completed", 10000);
+	assert_int_equal(th_json_int(job, "attempts"), 1);
+	cJSON_Delete(job);
+	th_resp_free(&created);
 	th_case_passed();
 }
 
@@ -537,6 +587,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_echo_completes_with_result,
 						th_case_setup, th_case_teardown),
 		cmocka_unit_test_setup_teardown(test_created_body_is_the_job,
+						th_case_setup, th_case_teardown),
+		cmocka_unit_test_setup_teardown(test_claimed_at_submission,
 						th_case_setup, th_case_teardown),
 		cmocka_unit_test_setup_teardown(test_location_and_alias,
 						th_case_setup, th_case_teardown),

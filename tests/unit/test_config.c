@@ -87,6 +87,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.max_body_bytes, 1048576);
 	assert_int_equal(cfg.workers, 4);
 	assert_int_equal(cfg.prefetch, 0);
+	assert_true(cfg.claim_on_submit);
 	assert_string_equal(cfg.queues[0], "default");
 	assert_null(cfg.queues[1]);
 	assert_int_equal(cfg.lease_s, 30);
@@ -112,7 +113,7 @@ static void test_file_values_and_plugin_block(void **state)
 	(void)state;
 	write_conf("database = { url = \"postgresql://x@h/db\"; pool_size = 3; auto_migrate = false; };\n"
 		   "api = { listen = \"0.0.0.0:9000\"; max_body_bytes = 4096; };\n"
-		   "workers = { count = 16; prefetch = 32; queues = [\"mail\", \"default\"]; };\n"
+		   "workers = { count = 16; prefetch = 32; claim_on_submit = false; queues = [\"mail\", \"default\"]; };\n"
 		   "jobs = { max_attempts = 7; backoff_base_ms = 10; backoff_cap_ms = 20; };\n"
 		   "log = { level = \"debug\"; };\n"
 		   "plugin = { http = { allow = \"example.org\"; }; };\n");
@@ -125,6 +126,7 @@ static void test_file_values_and_plugin_block(void **state)
 	assert_int_equal(cfg.max_body_bytes, 4096);
 	assert_int_equal(cfg.workers, 16);
 	assert_int_equal(cfg.prefetch, 32);
+	assert_false(cfg.claim_on_submit);
 	assert_string_equal(cfg.queues[0], "mail");
 	assert_string_equal(cfg.queues[1], "default");
 	assert_null(cfg.queues[2]);
