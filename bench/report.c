@@ -105,6 +105,45 @@ static void pcts(const cJSON *all, const char *base, const char *name,
 	}
 }
 
+/* The paced scenarios' latencies (key "steady" or "idle", or one tagged). */
+static void steady(const cJSON *all, const char *key, const char *scen)
+{
+	char path[96], value[64];
+
+	if (!has(all, key))
+		return;
+	snprintf(path, sizeof(path), "%s.achieved_per_s", key);
+	fmt(value, sizeof(value), 0, num(all, path));
+	row(scen, "submissions/s achieved", value, "", -1);
+	snprintf(path, sizeof(path), "%s.submit_to_start_ms", key);
+	pcts(all, path, "submit->start", "", "<= 1.5", 1.5, "<= 10", 10);
+	snprintf(path, sizeof(path), "%s.submit_to_complete_ms", key);
+	pcts(all, path, "submit->complete", "", NULL, 0, NULL, 0);
+	snprintf(path, sizeof(path), "%s.http_ms", key);
+	pcts(all, path, "HTTP request", "", NULL, 0, NULL, 0);
+}
+
+static void idle(const cJSON *all, const char *key, const char *scen)
+{
+	static const char *const what[] = {"submit->start", "submit->complete"};
+	static const char *const field[] = {"submit_to_start_ms", "submit_to_complete_ms"};
+	char path[96], metric[64], value[64];
+
+	if (!has(all, key))
+		return;
+	for (size_t i = 0; i < 2; i++) {
+		snprintf(path, sizeof(path), "%s.%s.p50", key, field[i]);
+		snprintf(metric, sizeof(metric), "%s p50 (ms)", what[i]);
+		fmt(value, sizeof(value), 2, num(all, path));
+		row(i == 0 ? scen : "", metric, value, i == 0 ? "<= 1.5" : "",
+		    i == 0 ? at_most(num(all, path), 1.5) : -1);
+		snprintf(path, sizeof(path), "%s.%s.p99", key, field[i]);
+		snprintf(metric, sizeof(metric), "%s p99 (ms)", what[i]);
+		fmt(value, sizeof(value), 2, num(all, path));
+		row("", metric, value, "", -1);
+	}
+}
+
 static void cpu_row(const cJSON *all, const char *key)
 {
 	char p1[96], p2[96], p3[96], value[64];
@@ -176,23 +215,10 @@ int tq_report_print(const cJSON *all)
 			throughput(all, "bulk", "2 bulk (1000/request)", 0, 25000);
 	}
 
-	if (has(all, "steady")) {
-		fmt(value, sizeof(value), 0, num(all, "steady.achieved_per_s"));
-		row("3 steady", "submissions/s achieved", value, "", -1);
-		pcts(all, "steady.submit_to_start_ms", "submit->start", "", "<= 1.5", 1.5,
-		     "<= 10", 10);
-		pcts(all, "steady.submit_to_complete_ms", "submit->complete", "", NULL, 0,
-		     NULL, 0);
-		pcts(all, "steady.http_ms", "HTTP request", "", NULL, 0, NULL, 0);
-	}
-
-	if (has(all, "idle")) {
-		fmt(value, sizeof(value), 2, num(all, "idle.submit_to_start_ms.p50"));
-		row("4 idle pickup", "submit->start p50 (ms)", value, "<= 1.5",
-		    at_most(num(all, "idle.submit_to_start_ms.p50"), 1.5));
-		fmt(value, sizeof(value), 2, num(all, "idle.submit_to_start_ms.p99"));
-		row("", "submit->start p99 (ms)", value, "", -1);
-	}
+	steady(all, "steady", "3 steady");
+	idle(all, "idle", "4 idle pickup");
+	steady(all, "steady_redis", "3 steady, via Redis");
+	idle(all, "idle_redis", "4 idle, via Redis");
 
 	if (has(all, "idlecost")) {
 		fmt(value, sizeof(value), 2, num(all, "idlecost.redis_cmds_per_s"));
@@ -304,6 +330,8 @@ int tq_report_check(const cJSON *all)
 	broken += check_jobs(all, "burst_process", true);
 	broken += check_jobs(all, "steady", false);
 	broken += check_jobs(all, "idle", false);
+	broken += check_jobs(all, "steady_redis", false);
+	broken += check_jobs(all, "idle_redis", false);
 	if (has(all, "idlecost") && (isnan(num(all, "idlecost.pg_xacts_per_s")) ||
 				     isnan(num(all, "idlecost.redis_cmds_per_s")))) {
 		fprintf(stderr, "bench: idlecost: a counter could not be read\n");

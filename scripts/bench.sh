@@ -100,14 +100,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# write_conf ISOLATION FILE
+# write_conf ISOLATION FILE [CLAIM_ON_SUBMIT]
 write_conf() {
 	cat >"$2" <<CONF
 # written by scripts/bench.sh
 database = { url = "$pg_url"; pool_size = $pool; auto_migrate = true; };
 redis = { url = "redis://127.0.0.1:$redis_port/0"; prefix = "$prefix"; };
 api = { listen = "127.0.0.1:$port"; threads = $api_threads; };
-workers = { count = $workers; prefetch = $prefetch; shutdown_grace_s = 10; };
+workers = { count = $workers; prefetch = $prefetch; shutdown_grace_s = 10;
+            claim_on_submit = ${3:-true}; };
 plugins = { dir = "$build/plugins"; allow_insecure = true; };
 log = { level = "warn"; };
 plugin = { noop = { isolation = "$1"; }; };
@@ -166,6 +167,7 @@ redis_pid=$(cat "$run/redis.pid")
 
 write_conf thread "$work/thread.conf"
 write_conf process "$work/process.conf"
+write_conf thread "$work/redis.conf" false
 env "${unset_args[@]}" "$taskqd" -c "$work/thread.conf" migrate >>"$work/taskqd.log" 2>&1 ||
 	{ tail -n 20 "$work/taskqd.log" >&2; exit 1; }
 # the new database's catalogs, vacuumed now rather than by autovacuum in
@@ -270,7 +272,18 @@ start_taskqd "$work/process.conf"
 "$bench" "${common[@]}" "${sizes[@]}" --taskqd-pid "$taskqd_pid" --tag process \
 	--out "$work/process.json" burst
 stop_taskqd
+reset_state
+
+# 3, 4 again with every job through Redis: a node that claims the jobs it
+# accepts starts them in the insert's transaction (started_at =
+# created_at), so these show the latency of the path through Redis, which
+# jobs take when a node has no free worker or another node runs them
+log "taskqd with claim_on_submit = false: steady idle"
+start_taskqd "$work/redis.conf"
+"$bench" "${common[@]}" "${sizes[@]}" --taskqd-pid "$taskqd_pid" --tag redis \
+	--out "$work/redis.json" steady idle
+stop_taskqd
 
 "$bench" report --out "$results" "$work/meta.json" "$work/floor.json" \
-	"$work/thread.json" "$work/process.json"
+	"$work/thread.json" "$work/process.json" "$work/redis.json"
 log "results in $results"
