@@ -124,6 +124,58 @@
 #define BY_TOKEN(param) \
 	"(" param "::jsonb -> (j.id::text || ':' || j.claim_token::text))"
 
+/*
+ * The hot path's writes, in batches: the rows travel as one JSON array or
+ * as arrays, so that one statement (one round trip, one commit) carries
+ * them all.
+ *
+ * Insert: $1 the rows, $2 the recheck seconds of a job due now.  A row
+ * with "c": true is inserted claimed by this node (running, attempt 1,
+ * lease $3 seconds, token $4), as tq_claim_many would leave it; it comes
+ * back with its payload as a claim returns it.
+ */
+#define INSERT_MANY_SQL \
+	"INSERT INTO jobs (id, type, payload, status, queue, priority, " \
+	"max_attempts, timeout_s, run_at, watch_at, attempts, started_at, " \
+	"lease_expires_at, claim_token) " \
+	"SELECT r.id, r.type, r.payload, " \
+	"CASE WHEN r.c THEN 'running' " \
+	"WHEN t.run_at > now() THEN 'scheduled' ELSE 'pending' END, " \
+	"r.queue, r.priority, r.max_attempts, r.timeout_s, t.run_at, " \
+	"CASE WHEN t.run_at <= now() " \
+	"THEN now() + make_interval(secs => $2::int) END, " \
+	"CASE WHEN r.c THEN 1 ELSE 0 END, CASE WHEN r.c THEN now() END, " \
+	"CASE WHEN r.c THEN now() + make_interval(secs => $3::int) END, " \
+	"CASE WHEN r.c THEN $4::bigint END " \
+	"FROM json_to_recordset($1::json) AS r(id uuid, type text, " \
+	"payload jsonb, queue text, priority smallint, max_attempts int, " \
+	"timeout_s int, delay_ms bigint, run_at_ms bigint, c boolean) " \
+	"CROSS JOIN LATERAL (SELECT CASE " \
+	"WHEN r.delay_ms IS NOT NULL " \
+	"THEN now() + r.delay_ms * interval '1 millisecond' " \
+	"WHEN r.run_at_ms IS NOT NULL " \
+	"THEN to_timestamp(r.run_at_ms / 1000.0) " \
+	"ELSE now() END AS run_at) t " \
+	"RETURNING id::text AS id, status, " TS("created_at") " AS created, " \
+	TS("run_at") " AS run, " TS("lease_expires_at") " AS lease, " \
+	"CASE WHEN status = 'running' THEN payload::text END AS payload"
+
+/*
+ * Outcomes: ids the ids, map {"<id>:<claim token>": {"a": attempt, "r":
+ * result}, ...}, st "running".  The rows are found by id = ANY (no join,
+ * whose plans go wrong: see conn_connect()), and each row's entry by its
+ * id and the token it holds, so that an outcome of an older claim of the
+ * same job finds nothing.
+ */
+#define COMPLETE_MANY_SQL(ids, map, st) \
+	"UPDATE jobs j SET status = 'completed', " \
+	"result = " BY_TOKEN(map) " -> 'r', " \
+	"completed_at = now(), updated_at = now(), lease_expires_at = NULL, " \
+	"watch_at = NULL " \
+	"WHERE j.id = ANY(" ids "::uuid[]) AND j.status = " st "::text " \
+	"AND j.attempts = (" BY_TOKEN(map) " ->> 'a')::int " \
+	"RETURNING j.id::text AS id, j.claim_token"
+
 /* The scheduled jobs, as jobs_scheduled_idx's predicate lets a plan read
  * them (sql/006_watch_at.sql). */
 #define SCHEDULED \
@@ -155,6 +207,7 @@ enum stmt_id {
 	ST_INSERT_MANY,
 	ST_CLAIM_MANY,
 	ST_COMPLETE_MANY,
+	ST_INSERT_COMPLETE,
 	ST_COUNT
 };
 
@@ -355,40 +408,8 @@ static const struct stmt stmts[ST_COUNT] = {
 	 * Hand a running attempt back at shutdown: as a lease expiry would,
 	 * but at once and without backoff.
 	 */
-	/*
-	 * The hot path, in batches.  Rows travel as one JSON array or as
-	 * arrays ($1...), so that one statement (one round trip, one commit)
-	 * carries them all.
-	 */
-	/*
-	 * A row with "c": true is inserted claimed by this node (running,
-	 * attempt 1, lease $3 seconds, token $4), as tq_claim_many would
-	 * leave it; it comes back with its payload as a claim returns it.
-	 */
-	[ST_INSERT_MANY] = {"tq_insert_many",
-		"INSERT INTO jobs (id, type, payload, status, queue, priority, "
-		"max_attempts, timeout_s, run_at, watch_at, attempts, started_at, "
-		"lease_expires_at, claim_token) "
-		"SELECT r.id, r.type, r.payload, "
-		"CASE WHEN r.c THEN 'running' "
-		"WHEN t.run_at > now() THEN 'scheduled' ELSE 'pending' END, "
-		"r.queue, r.priority, r.max_attempts, r.timeout_s, t.run_at, "
-		"CASE WHEN t.run_at <= now() "
-		"THEN now() + make_interval(secs => $2::int) END, "
-		"CASE WHEN r.c THEN 1 ELSE 0 END, CASE WHEN r.c THEN now() END, "
-		"CASE WHEN r.c THEN now() + make_interval(secs => $3::int) END, "
-		"CASE WHEN r.c THEN $4::bigint END "
-		"FROM json_to_recordset($1::json) AS r(id uuid, type text, "
-		"payload jsonb, queue text, priority smallint, max_attempts int, "
-		"timeout_s int, delay_ms bigint, run_at_ms bigint, c boolean) "
-		"CROSS JOIN LATERAL (SELECT CASE "
-		"WHEN r.delay_ms IS NOT NULL "
-		"THEN now() + r.delay_ms * interval '1 millisecond' "
-		"WHEN r.run_at_ms IS NOT NULL "
-		"THEN to_timestamp(r.run_at_ms / 1000.0) "
-		"ELSE now() END AS run_at) t "
-		"RETURNING id::text, status, " TS("created_at") ", " TS("run_at") ", "
-		TS("lease_expires_at") ", CASE WHEN status = 'running' THEN payload::text END"},
+	/* The hot path, in batches (see INSERT_MANY_SQL). */
+	[ST_INSERT_MANY] = {"tq_insert_many", INSERT_MANY_SQL},
 	[ST_CLAIM_MANY] = {"tq_claim_many",
 		"UPDATE jobs j SET status = 'running', attempts = j.attempts + 1, "
 		"started_at = now(), updated_at = now(), "
@@ -397,21 +418,19 @@ static const struct stmt stmts[ST_COUNT] = {
 		"WHERE j.id = ANY($1::uuid[]) AND j.status = $4::text AND " ASYNC_COMMIT " "
 		"RETURNING j.id::text, j.type, j.payload::text, j.queue, j.attempts, "
 		"j.max_attempts, j.timeout_s"},
+	[ST_COMPLETE_MANY] = {"tq_complete_many", COMPLETE_MANY_SQL("$1", "$2", "$3")},
 	/*
-	 * Outcomes of a batch: $1 the ids, $2 {"<id>:<claim token>": {"a":
-	 * attempt, "r": result}, ...}, $3 "running".  The rows are found by
-	 * id = ANY (no join, whose plans go wrong: see conn_connect()), and
-	 * each row's entry by its id and the token it holds, so that an
-	 * outcome of an older claim of the same job finds nothing.
+	 * Both in one statement, so that the outcomes ride in the commit the
+	 * submissions wait for anyway: one transaction, one flush.  The
+	 * outcomes' rows come after the inserted ones, with a NULL status
+	 * and their claim token.  (An UPDATE in a WITH does not see the
+	 * rows the INSERT beside it makes: the outcomes are of older jobs.)
 	 */
-	[ST_COMPLETE_MANY] = {"tq_complete_many",
-		"UPDATE jobs j SET status = 'completed', "
-		"result = " BY_TOKEN("$2") " -> 'r', "
-		"completed_at = now(), updated_at = now(), lease_expires_at = NULL, "
-		"watch_at = NULL "
-		"WHERE j.id = ANY($1::uuid[]) AND j.status = $3::text "
-		"AND j.attempts = (" BY_TOKEN("$2") " ->> 'a')::int "
-		"RETURNING j.id::text, j.claim_token"},
+	[ST_INSERT_COMPLETE] = {"tq_insert_complete",
+		"WITH i AS (" INSERT_MANY_SQL "), "
+		"d AS (" COMPLETE_MANY_SQL("$5", "$6", "$7") ") "
+		"SELECT id, status, created, run, lease, payload, NULL FROM i "
+		"UNION ALL SELECT id, NULL, NULL, NULL, NULL, NULL, claim_token::text FROM d"},
 	[ST_RELEASE] = {"tq_release",
 		"UPDATE jobs SET status = CASE WHEN cancel_requested THEN 'cancelled' "
 		"WHEN attempts >= max_attempts THEN 'failed' ELSE 'pending' END, "
@@ -1809,9 +1828,9 @@ int tq_store_release(struct tq_store *s, const char *id, int attempt,
 int tq_store_insert_many(struct tq_store *s, const struct tq_job_spec *specs,
 			 size_t n, struct tq_inserted *out)
 {
-	size_t none;
+	struct tq_write w = {.specs = specs, .n = n, .out = out};
 
-	return tq_store_insert_claim_many(s, specs, n, NULL, 0, out, NULL, &none);
+	return tq_store_write(s, &w);
 }
 
 /* Fill claim c from row `row` of an insert (columns as ST_INSERT_MANY
@@ -1835,23 +1854,69 @@ static bool claim_from_insert(struct tq_claim *c, const PGresult *res, int row,
 	return false;
 }
 
-int tq_store_insert_claim_many(struct tq_store *s, const struct tq_job_spec *specs,
-			       size_t n, const bool *claim, int lease_s,
-			       struct tq_inserted *out, struct tq_claim *claims,
-			       size_t *nclaimed)
+/* The parameters of a batch of outcomes: the ids as an array literal and
+ * the entries keyed by id and claim token ("a": attempt, "r": result). */
+static void done_params(const struct tq_done *done, size_t n, struct textbuf *ids,
+			struct textbuf *map)
 {
-	struct textbuf arr = {0};
-	const char *params[4];
+	for (size_t i = 0; i < n; i++) {
+		tb_puts(ids, i ? "," : "{");
+		tb_puts(ids, done[i].id);
+		/* ids are ours (claimed): no escaping; results are JSON
+		 * text (checked when set) */
+		tb_put_token_entry(map, done[i].id, done[i].token, done[i].attempt);
+		if (done[i].result) {
+			tb_puts(map, ",\"r\":");
+			tb_puts(map, done[i].result);
+		}
+		tb_puts(map, "}");
+	}
+	tb_puts(ids, "}");
+	tb_puts(map, "}");
+}
+
+/* written[i] for each outcome among the rows of res that have a token
+ * (id in column 0, token in column tok_col); returns how many were
+ * written. */
+static int done_rows(const PGresult *res, int tok_col, const struct tq_done *done, size_t n,
+		     bool *written)
+{
+	int count = 0;
+
+	for (size_t i = 0; i < n; i++)
+		written[i] = false;
+	for (int row = 0; row < PQntuples(res); row++) {
+		const char *id = PQgetvalue(res, row, 0);
+		int64_t token = strtoll(PQgetvalue(res, row, tok_col), NULL, 10);
+
+		if (PQgetisnull(res, row, tok_col))
+			continue;
+
+		for (size_t i = 0; i < n; i++) {
+			if (done[i].token == token && strcmp(done[i].id, id) == 0) {
+				written[i] = true;
+				count++;
+			}
+		}
+	}
+	return count;
+}
+
+int tq_store_write(struct tq_store *s, struct tq_write *w)
+{
+	struct textbuf arr = {0}, ids = {0}, map = {0};
+	const char *params[7];
 	char lease[16], tok[24];
 	PGresult *res = NULL;
 	int64_t token = 0;
+	size_t inserted = 0;
 	int rc = -ENOMEM;
 
-	*nclaimed = 0;
-
+	w->nclaimed = 0;
 	tb_putn(&arr, "[", 1);
-	for (size_t i = 0; i < n; i++) {
-		const struct tq_job_spec *sp = &specs[i];
+	for (size_t i = 0; i < w->n; i++) {
+		const struct tq_job_spec *sp = &w->specs[i];
+		struct tq_inserted *out = &w->out[i];
 
 		if (!sp->type || !sp->payload ||
 		    sp->priority < TQ_PRIORITY_MIN || sp->priority > TQ_PRIORITY_MAX ||
@@ -1859,9 +1924,9 @@ int tq_store_insert_claim_many(struct tq_store *s, const struct tq_job_spec *spe
 			rc = -EINVAL;
 			goto out;
 		}
-		tq_id_new(out[i].id);
+		tq_id_new(out->id);
 		tb_puts(&arr, i ? ",{\"id\":\"" : "{\"id\":\"");
-		tb_puts(&arr, out[i].id);
+		tb_puts(&arr, out->id);
 		tb_puts(&arr, "\",\"type\":");
 		tb_put_json_string(&arr, sp->type);
 		tb_puts(&arr, ",\"payload\":");
@@ -1875,53 +1940,69 @@ int tq_store_insert_claim_many(struct tq_store *s, const struct tq_job_spec *spe
 			tb_put_json_int(&arr, "delay_ms", sp->delay_ms);
 		else if (sp->has_run_at)
 			tb_put_json_int(&arr, "run_at_ms", sp->run_at_ms);
-		else if (claim && claim[i])
+		else if (w->claim && w->claim[i])
 			tb_puts(&arr, ",\"c\":true"); /* only a job due now */
 		tb_putn(&arr, "}", 1);
 	}
 	tb_putn(&arr, "]", 1);
-	if (arr.failed)
+	done_params(w->done, w->ndone, &ids, &map);
+	if (arr.failed || ids.failed || map.failed)
 		goto out;
-	snprintf(lease, sizeof(lease), "%d", lease_s > 0 ? lease_s : 1);
+	snprintf(lease, sizeof(lease), "%d", w->lease_s > 0 ? w->lease_s : 1);
 	token = new_token(s, tok);
 	params[0] = arr.p;
 	params[1] = s->recheck_s;
 	params[2] = lease;
 	params[3] = tok;
-	res = store_exec(s, ST_INSERT_MANY, 4, params, &rc);
+	params[4] = ids.p;
+	params[5] = map.p;
+	params[6] = "running";
+	if (w->ndone)
+		res = store_exec(s, ST_INSERT_COMPLETE, 7, params, &rc);
+	else
+		res = store_exec(s, ST_INSERT_MANY, 4, params, &rc);
 	if (!res)
 		goto out;
-	if ((size_t)PQntuples(res) != n) {
-		rc = -EIO;
-		goto out;
-	}
-	for (int row = 0; row < (int)n; row++) {
+	/* the inserted rows have a status, the outcomes' none */
+	for (int row = 0; row < PQntuples(res); row++) {
 		const char *id = PQgetvalue(res, row, 0);
-		size_t i = (size_t)row;
+		size_t i = inserted;
 
+		if (PQgetisnull(res, row, 1))
+			continue;
 		/* rows come back in the order they went in; look when not */
-		if (strcmp(out[i].id, id) != 0)
-			for (i = 0; i < n && strcmp(out[i].id, id) != 0; i++)
+		if (i >= w->n || strcmp(w->out[i].id, id) != 0)
+			for (i = 0; i < w->n && strcmp(w->out[i].id, id) != 0; i++)
 				;
-		if (i == n) {
+		if (i == w->n) {
 			rc = -EIO;
 			goto out;
 		}
-		out[i].pending = strcmp(PQgetvalue(res, row, 1), "pending") == 0;
-		out[i].running = strcmp(PQgetvalue(res, row, 1), "running") == 0;
-		snprintf(out[i].created_at, sizeof(out[i].created_at), "%s",
+		inserted++;
+		w->out[i].pending = strcmp(PQgetvalue(res, row, 1), "pending") == 0;
+		w->out[i].running = strcmp(PQgetvalue(res, row, 1), "running") == 0;
+		snprintf(w->out[i].created_at, sizeof(w->out[i].created_at), "%s",
 			 PQgetvalue(res, row, 2));
-		snprintf(out[i].run_at, sizeof(out[i].run_at), "%s", PQgetvalue(res, row, 3));
-		snprintf(out[i].lease_expires_at, sizeof(out[i].lease_expires_at), "%s",
+		snprintf(w->out[i].run_at, sizeof(w->out[i].run_at), "%s",
+			 PQgetvalue(res, row, 3));
+		snprintf(w->out[i].lease_expires_at, sizeof(w->out[i].lease_expires_at), "%s",
 			 PQgetvalue(res, row, 4));
-		if (out[i].running && claims &&
-		    claim_from_insert(&claims[*nclaimed], res, row, &specs[i], id, token))
-			(*nclaimed)++;
+		if (w->out[i].running && w->claims &&
+		    claim_from_insert(&w->claims[w->nclaimed], res, row, &w->specs[i], id, token))
+			w->nclaimed++;
 	}
+	if (inserted != w->n) {
+		rc = -EIO;
+		goto out;
+	}
+	if (w->ndone)
+		done_rows(res, 6, w->done, w->ndone, w->written);
 	rc = 0;
 out:
 	PQclear(res);
 	tb_free(&arr);
+	tb_free(&ids);
+	tb_free(&map);
 	return rc;
 }
 
@@ -1998,25 +2079,11 @@ int tq_store_complete_many(struct tq_store *s, const struct tq_done *done, size_
 	struct textbuf ids = {0}, map = {0};
 	const char *params[3];
 	PGresult *res = NULL;
-	int rc, rows;
+	int rc;
 
 	if (n == 0)
 		return 0;
-	for (size_t i = 0; i < n; i++) {
-		written[i] = false;
-		tb_puts(&ids, i ? "," : "{");
-		tb_puts(&ids, done[i].id);
-		/* ids are ours (claimed): no escaping; results are JSON
-		 * text (checked when set) */
-		tb_put_token_entry(&map, done[i].id, done[i].token, done[i].attempt);
-		if (done[i].result) {
-			tb_puts(&map, ",\"r\":");
-			tb_puts(&map, done[i].result);
-		}
-		tb_puts(&map, "}");
-	}
-	tb_puts(&ids, "}");
-	tb_puts(&map, "}");
+	done_params(done, n, &ids, &map);
 	if (ids.failed || map.failed) {
 		rc = -ENOMEM;
 		goto out;
@@ -2025,18 +2092,8 @@ int tq_store_complete_many(struct tq_store *s, const struct tq_done *done, size_
 	params[1] = map.p;
 	params[2] = "running";
 	res = store_exec(s, ST_COMPLETE_MANY, 3, params, &rc);
-	if (!res)
-		goto out;
-	rows = PQntuples(res);
-	for (int row = 0; row < rows; row++) {
-		const char *id = PQgetvalue(res, row, 0);
-		int64_t token = strtoll(PQgetvalue(res, row, 1), NULL, 10);
-
-		for (size_t i = 0; i < n; i++)
-			if (done[i].token == token && strcmp(done[i].id, id) == 0)
-				written[i] = true;
-	}
-	rc = rows;
+	if (res)
+		rc = done_rows(res, 1, done, n, written);
 out:
 	PQclear(res);
 	tb_free(&ids);

@@ -186,18 +186,40 @@ struct tq_inserted {
 int tq_store_insert_many(struct tq_store *store, const struct tq_job_spec *specs,
 			 size_t n, struct tq_inserted *out);
 
-/* The same, and claim for the caller each job with claim[i] set that is
- * due now (no delay_s or run_at): it is inserted running, attempt 1, with
- * a lease of lease_s seconds, as tq_store_claim_many() would leave it, so
- * that it needs no hand-off through Redis and no claim statement.  claims
- * has room for n; *nclaimed of them are filled (free each with
- * tq_claim_free()); out[i].running tells which jobs were claimed (one
- * whose claim could not be filled, out of memory, runs again after its
- * lease).  claim may be NULL. */
-int tq_store_insert_claim_many(struct tq_store *store, const struct tq_job_spec *specs,
-			       size_t n, const bool *claim, int lease_s,
-			       struct tq_inserted *out, struct tq_claim *claims,
-			       size_t *nclaimed);
+/* One completed attempt. */
+struct tq_done {
+	const char *id;
+	int attempt;
+	int64_t token;
+	const char *result; /* JSON text or NULL */
+};
+
+/*
+ * One transaction of the hot path: n jobs inserted, and ndone outcomes
+ * written in the same commit (COMPLETE_MANY's, fenced the same way).
+ * Each job with claim[i] set that is due now (no delay_s or run_at) is
+ * inserted claimed for the caller: running, attempt 1, a lease of
+ * lease_s seconds, as tq_store_claim_many() would leave it, so that it
+ * needs no hand-off through Redis and no claim statement.  All or
+ * nothing: 0 with out, claims and written filled, or an error and
+ * nothing written.
+ */
+struct tq_write {
+	const struct tq_job_spec *specs; /* n validated, resolved specs */
+	size_t n;
+	const bool *claim;         /* n flags, or NULL */
+	int lease_s;
+	const struct tq_done *done; /* ndone outcomes, or none */
+	size_t ndone;
+	struct tq_inserted *out;   /* n: what was inserted; .running: claimed */
+	struct tq_claim *claims;   /* room for n, or NULL: nclaimed filled
+				    * (free each with tq_claim_free(); a job
+				    * whose claim could not be filled, out of
+				    * memory, runs again after its lease) */
+	size_t nclaimed;
+	bool *written;             /* ndone: which outcomes were written */
+};
+int tq_store_write(struct tq_store *store, struct tq_write *w);
 
 /* Claim the pending jobs among n ids in one statement and one commit
  * that does not wait for the disk (a lost claim costs a re-run; its token
@@ -206,14 +228,6 @@ int tq_store_insert_claim_many(struct tq_store *store, const struct tq_job_spec 
  * tq_claim_free()). */
 int tq_store_claim_many(struct tq_store *store, char (*ids)[37], size_t n,
 			int lease_s, struct tq_claim *out, size_t *nclaimed);
-
-/* One completed attempt. */
-struct tq_done {
-	const char *id;
-	int attempt;
-	int64_t token;
-	const char *result; /* JSON text or NULL */
-};
 
 /* running(attempt) -> completed for n attempts in one statement;
  * written[i] tells which were (the others were fenced out).  Returns how

@@ -84,7 +84,8 @@ static void scratch_free(struct scratch *b)
 static int insert(struct tq_submit *sub, const struct tq_job_spec *specs, size_t n,
 		  struct tq_inserted *out, bool *claim, struct tq_claim *claims)
 {
-	size_t want = 0, got = 0, nclaimed = 0;
+	struct tq_write w;
+	size_t want = 0, got = 0;
 	int rc;
 
 	for (size_t i = 0; i < n; i++) {
@@ -100,12 +101,13 @@ static int insert(struct tq_submit *sub, const struct tq_job_spec *specs, size_t
 		else if (claim[i])
 			left--;
 	}
-	rc = tq_store_insert_claim_many(sub->store, specs, n, claim, sub->lease_s, out,
-					claims, &nclaimed);
-	if (rc == 0 && nclaimed)
-		tq_workers_hand(sub->workers, claims, nclaimed);
-	if (got > nclaimed)
-		tq_workers_unreserve(sub->workers, got - nclaimed);
+	w = (struct tq_write){.specs = specs, .n = n, .claim = claim, .lease_s = sub->lease_s,
+			      .out = out, .claims = claims};
+	rc = tq_store_write(sub->store, &w);
+	if (rc == 0 && w.nclaimed)
+		tq_workers_hand(sub->workers, claims, w.nclaimed);
+	if (got > w.nclaimed)
+		tq_workers_unreserve(sub->workers, got - w.nclaimed);
 	return rc;
 }
 

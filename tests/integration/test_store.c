@@ -378,7 +378,7 @@ static void test_plans_by_primary_key(void **state)
 	static const char *const by_id[] = {
 		"tq_claim", "tq_claim_many", "tq_complete", "tq_complete_many",
 		"tq_retry", "tq_fail", "tq_heartbeat", "tq_release", "tq_get",
-		"tq_cancel",
+		"tq_cancel", "tq_insert_complete",
 	};
 	char *plan = NULL;
 
@@ -925,27 +925,28 @@ static void test_claim_complete_many(void **state)
 /*
  * Claimed in the insert: the rows marked (and due now) are running,
  * attempt 1, with a lease, a token and the claim's payload; a marked row
- * with a delay is scheduled and unclaimed; an unmarked one pending.  The
- * claim's outcome is fenced like any other.
+ * with a delay is scheduled and unclaimed; an unmarked one pending.  Then
+ * outcomes ride in the next insert's transaction, fenced like any other:
+ * one with the claim's token is written, one with another token not.
  */
-static void test_insert_claimed(void **state)
+static void test_write_claims_and_outcomes(void **state)
 {
 	struct tq_job_spec specs[3];
-	struct tq_inserted ins[3];
+	struct tq_inserted ins[3], more;
 	struct tq_claim claims[3];
-	struct tq_done done;
+	struct tq_done done[2];
 	const bool claim[3] = {true, true, false};
-	bool written;
-	size_t n = 9;
+	bool written[2] = {true, true};
+	struct tq_write w = {.specs = specs, .n = 3, .claim = claim, .lease_s = 45,
+			     .out = ins, .claims = claims};
 
 	(void)state;
 	for (int i = 0; i < 3; i++)
 		spec_init(&specs[i], "direct", "{\"k\": [1, 2]}");
 	specs[1].has_delay = true;
 	specs[1].delay_ms = 60000;
-	assert_int_equal(tq_store_insert_claim_many(store, specs, 3, claim, 45, ins, claims, &n),
-			 0);
-	assert_int_equal(n, 1);
+	assert_int_equal(tq_store_write(store, &w), 0);
+	assert_int_equal(w.nclaimed, 1);
 	assert_true(ins[0].running && !ins[0].pending);
 	assert_true(!ins[1].running && !ins[1].pending);
 	assert_true(!ins[2].running && ins[2].pending);
@@ -963,19 +964,26 @@ static void test_insert_claimed(void **state)
 	assert_status(ins[2].id, "pending");
 	assert_int_equal(sql_long("SELECT count(*) FROM jobs WHERE id = $1::uuid AND "
 				  "attempts = 1 AND started_at = created_at AND "
-				  "lease_expires_at = now() + interval '45 s' - "
-				  "(now() - created_at) AND watch_at IS NOT NULL",
+				  "lease_expires_at = created_at + interval '45 s' AND "
+				  "watch_at IS NOT NULL",
 				  ins[0].id),
 			 1);
-	/* a claim of the pending one is a claim as any other; the direct
-	 * claim's outcome needs its own token */
-	done = (struct tq_done){.id = ins[0].id, .attempt = 1, .token = claims[0].token + 1};
-	assert_int_equal(tq_store_complete_many(store, &done, 1, &written), 0);
-	assert_false(written);
-	done.token = claims[0].token;
-	assert_int_equal(tq_store_complete_many(store, &done, 1, &written), 1);
-	assert_true(written);
+
+	done[0] = (struct tq_done){.id = ins[0].id, .attempt = 1, .token = claims[0].token + 1};
+	done[1] = (struct tq_done){.id = ins[0].id, .attempt = 1, .token = claims[0].token,
+				   .result = "{\"ok\":true}"};
+	w = (struct tq_write){.specs = specs, .n = 1, .out = &more, .done = done, .ndone = 2,
+			      .written = written};
+	assert_int_equal(tq_store_write(store, &w), 0);
+	assert_false(written[0]);
+	assert_true(written[1]);
+	assert_true(more.pending);
+	assert_status(more.id, "pending");
 	assert_status(ins[0].id, "completed");
+	assert_int_equal(sql_long("SELECT count(*) FROM jobs WHERE id = $1::uuid AND "
+				  "result = '{\"ok\":true}'::jsonb AND completed_at IS NOT NULL",
+				  ins[0].id),
+			 1);
 	tq_claim_free(&claims[0]);
 }
 
@@ -1620,7 +1628,7 @@ int main(void)
 		cmocka_unit_test(test_claim_complete),
 		cmocka_unit_test(test_lost_claim_fenced),
 		cmocka_unit_test(test_claim_complete_many),
-		cmocka_unit_test(test_insert_claimed),
+		cmocka_unit_test(test_write_claims_and_outcomes),
 		cmocka_unit_test(test_claims_are_hot),
 		cmocka_unit_test(test_batches_read_only_their_rows),
 		cmocka_unit_test(test_retry_promote),
