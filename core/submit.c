@@ -13,6 +13,9 @@
 #include "store.h"
 #include "worker.h"
 
+/* Most completions one transaction takes along. */
+#define RIDE_MAX 256
+
 /* One waiting submission, on its caller's stack. */
 struct pending {
 	const struct tq_job_spec *spec;
@@ -56,10 +59,17 @@ struct scratch {
 	struct tq_inserted *res;
 	bool *claim;
 	struct tq_claim *claims;
+	struct tq_done done[RIDE_MAX]; /* completions riding along */
+	bool written[RIDE_MAX];
 };
 
-static int scratch_init(struct scratch *b, size_t n)
+static int scratch_init(struct scratch **out, size_t n)
 {
+	struct scratch *b = calloc(1, sizeof(*b));
+
+	*out = b;
+	if (!b)
+		return -ENOMEM;
 	b->specs = calloc(n, sizeof(*b->specs));
 	b->res = calloc(n, sizeof(*b->res));
 	b->claim = calloc(n, sizeof(*b->claim));
@@ -69,10 +79,35 @@ static int scratch_init(struct scratch *b, size_t n)
 
 static void scratch_free(struct scratch *b)
 {
+	if (!b)
+		return;
 	free(b->specs);
 	free(b->res);
 	free(b->claim);
 	free(b->claims);
+	free(b);
+}
+
+/* One transaction: the inserts, and the completions waiting on this
+ * node's workers when ride (tq_workers_ride()).  A transaction that
+ * fails with them is tried again without them, so that an outcome can
+ * never cost a submission; they go back to the completers. */
+static int write_ride(struct tq_submit *sub, struct tq_write *w, struct scratch *b, bool ride)
+{
+	struct tq_ride *r = NULL;
+	int rc;
+
+	if (ride && sub->workers)
+		w->ndone = tq_workers_ride(sub->workers, b->done, RIDE_MAX, &r);
+	w->done = b->done;
+	w->written = b->written;
+	rc = tq_store_write(sub->store, w);
+	tq_workers_rode(sub->workers, r, rc, b->written);
+	if (rc && r && rc != -EAGAIN) {
+		w->ndone = 0;
+		rc = tq_store_write(sub->store, w);
+	}
+	return rc;
 }
 
 /*
@@ -82,8 +117,10 @@ static void scratch_free(struct scratch *b)
  * statement.  The others are left to the caller to dispatch.
  */
 static int insert(struct tq_submit *sub, const struct tq_job_spec *specs, size_t n,
-		  struct tq_inserted *out, bool *claim, struct tq_claim *claims)
+		  struct tq_inserted *out, struct scratch *b, bool ride)
 {
+	bool *claim = b->claim;
+	struct tq_claim *claims = b->claims;
 	struct tq_write w;
 	size_t want = 0, got = 0;
 	int rc;
@@ -103,7 +140,7 @@ static int insert(struct tq_submit *sub, const struct tq_job_spec *specs, size_t
 	}
 	w = (struct tq_write){.specs = specs, .n = n, .claim = claim, .lease_s = sub->lease_s,
 			      .out = out, .claims = claims};
-	rc = tq_store_write(sub->store, &w);
+	rc = write_ride(sub, &w, b, ride);
 	if (rc == 0 && w.nclaimed)
 		tq_workers_hand(sub->workers, claims, w.nclaimed);
 	if (got > w.nclaimed)
@@ -119,7 +156,7 @@ static void commit_batch(struct tq_submit *sub, struct pending **batch, size_t n
 
 	for (size_t i = 0; i < n; i++)
 		b->specs[i] = *batch[i]->spec;
-	rc = insert(sub, b->specs, n, res, b->claim, b->claims);
+	rc = insert(sub, b->specs, n, res, b, true);
 	if (rc == 0) {
 		for (size_t i = 0; i < n; i++) {
 			*batch[i]->out = res[i];
@@ -130,8 +167,7 @@ static void commit_batch(struct tq_submit *sub, struct pending **batch, size_t n
 	if (n > 1 && rc != -EAGAIN && rc != -ENOMEM) {
 		/* one row spoiled the batch: find it, keep the others */
 		for (size_t i = 0; i < n; i++)
-			batch[i]->rc = insert(sub, batch[i]->spec, 1, batch[i]->out, b->claim,
-					      b->claims);
+			batch[i]->rc = insert(sub, batch[i]->spec, 1, batch[i]->out, b, false);
 		return;
 	}
 	for (size_t i = 0; i < n; i++)
@@ -142,25 +178,33 @@ static void *committer(void *arg)
 {
 	struct tq_submit *sub = arg;
 	struct pending **batch = calloc((size_t)sub->max_batch, sizeof(*batch));
-	struct scratch b;
+	struct scratch *b;
 	bool ready = scratch_init(&b, (size_t)sub->max_batch) == 0 && batch;
 
 	pthread_mutex_lock(&sub->lock);
 	for (;;) {
 		size_t n;
 
+		if (!sub->head && sub->workers) {
+			/* idle: the completers write the outcomes again */
+			pthread_mutex_unlock(&sub->lock);
+			tq_workers_riding(sub->workers, false);
+			pthread_mutex_lock(&sub->lock);
+		}
 		while (!sub->head && !sub->stopping)
 			pthread_cond_wait(&sub->work, &sub->lock);
 		if (!sub->head)
 			break;
 		n = take(sub, batch);
 		pthread_mutex_unlock(&sub->lock);
+		if (sub->workers)
+			tq_workers_riding(sub->workers, true);
 
 		if (!ready) {
 			for (size_t i = 0; i < n; i++)
 				batch[i]->rc = -ENOMEM;
 		} else {
-			commit_batch(sub, batch, n, &b);
+			commit_batch(sub, batch, n, b);
 		}
 
 		pthread_mutex_lock(&sub->lock);
@@ -172,7 +216,7 @@ static void *committer(void *arg)
 	}
 	pthread_mutex_unlock(&sub->lock);
 	free(batch);
-	scratch_free(&b);
+	scratch_free(b);
 	return NULL;
 }
 
@@ -254,11 +298,11 @@ int tq_submit_one(struct tq_submit *sub, const struct tq_job_spec *spec,
 int tq_submit_many(struct tq_submit *sub, const struct tq_job_spec *specs, size_t n,
 		   struct tq_inserted *out)
 {
-	struct scratch b = {0};
+	struct scratch *b;
 	int rc = scratch_init(&b, n);
 
 	if (rc == 0)
-		rc = insert(sub, specs, n, out, b.claim, b.claims);
-	scratch_free(&b);
+		rc = insert(sub, specs, n, out, b, true);
+	scratch_free(b);
 	return rc;
 }

@@ -7,6 +7,10 @@
  * gets its answer only after COMMIT, so 201 keeps meaning durable, while
  * the database sees one commit per batch instead of one per job.
  *
+ * The completions waiting on this node's workers ride in the same
+ * transaction (see tq_workers_ride()): a busy node commits its
+ * submissions and its outcomes with one flush.
+ *
  * A batch that fails for one bad row is retried row by row, so that one
  * job's problem is never another's.
  */

@@ -11,7 +11,9 @@
  *  - workers.count workers: run a claim's handler, hand a completion to
  *    the completer, write a failure themselves;
  *  - COMPLETERS completers: write completions in batches, one statement
- *    each (two, so that one batch gathers while another commits);
+ *    each (two, so that one batch gathers while another commits); while
+ *    a submitter is busy they leave the completions to its next
+ *    transaction instead (tq_workers_ride()), one commit for both;
  *  - the heartbeat: renews the leases of running attempts.
  * Submitters (core/submit.c) take free slots too: a job this node can
  * run now is inserted claimed and queued here after COMMIT, without a
@@ -51,6 +53,7 @@
 #define FETCH_MAX 128
 #define COMPLETE_BATCH_MAX 256
 #define COMPLETERS 2
+#define RIDE_WAIT_MS 20
 
 struct worker {
 	struct tq_workers *pool;
@@ -109,6 +112,7 @@ struct tq_workers {
 	struct done_item *doneq;
 	size_t doneq_len, doneq_cap;
 	bool completer_stop;
+	bool riding; /* a submitter is busy: its next transaction takes them */
 
 	struct tq_queue *fetch_q;
 	pthread_t fetcher, completer[COMPLETERS], heartbeat;
@@ -192,6 +196,69 @@ static int queue_done(struct tq_workers *pool, const struct tq_claim *c, char *r
 	return 0;
 }
 
+/* Log what became of n completions (r: the write's result) and free
+ * their strings. */
+static void log_done(struct done_item *batch, size_t n, int r, const bool *written)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct tq_log_fields lf = TQ_LOG_FIELDS_INIT;
+
+		lf.job_id = batch[i].id;
+		lf.type = batch[i].type;
+		lf.attempt = batch[i].attempt;
+		lf.duration_ms = batch[i].duration_ms;
+		lf.status = "completed";
+		if (r < 0)
+			tq_logf(TQ_LOG_ERROR, &lf,
+				"cannot record the outcome (%s); the job runs again after its lease",
+				strerror(-r));
+		else if (!written[i])
+			tq_logf(TQ_LOG_WARN, &lf, "outcome rejected: the job moved on (lease lost)");
+		else
+			tq_logf(TQ_LOG_INFO, &lf, "job completed");
+		free(batch[i].type);
+		free(batch[i].result);
+	}
+}
+
+/* Move up to max queued completions to batch; lock held. */
+static size_t take_done(struct tq_workers *pool, struct done_item *batch, size_t max)
+{
+	size_t n = pool->doneq_len < max ? pool->doneq_len : max;
+
+	memcpy(batch, pool->doneq, n * sizeof(*batch));
+	memmove(pool->doneq, pool->doneq + n, (pool->doneq_len - n) * sizeof(*pool->doneq));
+	pool->doneq_len -= n;
+	return n;
+}
+
+static void done_to_store(const struct done_item *batch, size_t n, struct tq_done *done)
+{
+	for (size_t i = 0; i < n; i++)
+		done[i] = (struct tq_done){.id = batch[i].id, .attempt = batch[i].attempt,
+					   .token = batch[i].token, .result = batch[i].result};
+}
+
+/* While a submitter is busy, its next transaction takes the completions
+ * along (tq_workers_ride()); wait for that, at most RIDE_WAIT_MS.  Lock
+ * held.  false when they are gone meanwhile. */
+static bool wait_for_rider(struct tq_workers *pool)
+{
+	struct timespec until;
+
+	if (!pool->riding)
+		return true;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_nsec += RIDE_WAIT_MS * 1000000L;
+	until.tv_sec += until.tv_nsec / 1000000000L;
+	until.tv_nsec %= 1000000000L;
+	while (pool->riding && pool->doneq_len > 0 && pool->doneq_len < COMPLETE_BATCH_MAX &&
+	       !pool->completer_stop &&
+	       pthread_cond_timedwait(&pool->done_cv, &pool->lock, &until) != ETIMEDOUT)
+		;
+	return pool->doneq_len > 0;
+}
+
 static void *completer_main(void *arg)
 {
 	struct tq_workers *pool = arg;
@@ -199,6 +266,11 @@ static void *completer_main(void *arg)
 	struct tq_done *done = calloc(COMPLETE_BATCH_MAX, sizeof(*done));
 	bool *written = calloc(COMPLETE_BATCH_MAX, sizeof(*written));
 
+	if (!batch || !done || !written) {
+		tq_error("completer: out of memory; the other completer and the submitters "
+			 "write the completions");
+		goto out;
+	}
 	pthread_mutex_lock(&pool->lock);
 	for (;;) {
 		size_t n;
@@ -208,56 +280,99 @@ static void *completer_main(void *arg)
 			pthread_cond_wait(&pool->done_cv, &pool->lock);
 		if (pool->doneq_len == 0)
 			break;
-		n = pool->doneq_len < COMPLETE_BATCH_MAX ? pool->doneq_len : COMPLETE_BATCH_MAX;
-		if (batch)
-			memcpy(batch, pool->doneq, n * sizeof(*batch));
-		memmove(pool->doneq, pool->doneq + n,
-			(pool->doneq_len - n) * sizeof(*pool->doneq));
-		pool->doneq_len -= n;
+		if (!wait_for_rider(pool))
+			continue;
+		n = take_done(pool, batch, COMPLETE_BATCH_MAX);
 		pthread_mutex_unlock(&pool->lock);
 
-		if (!batch || !done || !written) {
-			tq_error("completer: out of memory; completions lost, the jobs run again");
-			pthread_mutex_lock(&pool->lock);
-			continue;
-		}
-		for (size_t i = 0; i < n; i++)
-			done[i] = (struct tq_done){.id = batch[i].id, .attempt = batch[i].attempt,
-						   .token = batch[i].token,
-						   .result = batch[i].result};
+		done_to_store(batch, n, done);
 		for (;;) {
 			r = tq_store_complete_many(pool->store, done, n, written);
 			if (r != -EAGAIN || tq_now_ms() >= batch[0].give_up_ms)
 				break;
 			sleep_ms(OUTCOME_RETRY_MS);
 		}
-		for (size_t i = 0; i < n; i++) {
-			struct tq_log_fields lf = TQ_LOG_FIELDS_INIT;
-
-			lf.job_id = batch[i].id;
-			lf.type = batch[i].type;
-			lf.attempt = batch[i].attempt;
-			lf.duration_ms = batch[i].duration_ms;
-			lf.status = "completed";
-			if (r < 0)
-				tq_logf(TQ_LOG_ERROR, &lf,
-					"cannot record the outcome (%s); the job runs again after its lease",
-					strerror(-r));
-			else if (!written[i])
-				tq_logf(TQ_LOG_WARN, &lf,
-					"outcome rejected: the job moved on (lease lost)");
-			else
-				tq_logf(TQ_LOG_INFO, &lf, "job completed");
-			free(batch[i].type);
-			free(batch[i].result);
-		}
+		log_done(batch, n, r, written);
 		pthread_mutex_lock(&pool->lock);
 	}
 	pthread_mutex_unlock(&pool->lock);
+out:
 	free(batch);
 	free(done);
 	free(written);
 	return NULL;
+}
+
+/* --- completions riding in a submitter's transaction --------------------- */
+
+struct tq_ride {
+	size_t n;
+	struct done_item items[];
+};
+
+size_t tq_workers_ride(struct tq_workers *pool, struct tq_done *done, size_t max,
+		       struct tq_ride **out)
+{
+	struct tq_ride *ride = NULL;
+
+	pthread_mutex_lock(&pool->lock);
+	if (pool->doneq_len > 0 && max > 0) {
+		size_t n = pool->doneq_len < max ? pool->doneq_len : max;
+
+		ride = malloc(sizeof(*ride) + n * sizeof(ride->items[0]));
+		if (ride)
+			ride->n = take_done(pool, ride->items, n);
+	}
+	pthread_mutex_unlock(&pool->lock);
+	*out = ride;
+	if (!ride)
+		return 0;
+	done_to_store(ride->items, ride->n, done);
+	return ride->n;
+}
+
+void tq_workers_rode(struct tq_workers *pool, struct tq_ride *ride, int rc,
+		     const bool *written)
+{
+	if (!ride)
+		return;
+	if (rc == 0) {
+		log_done(ride->items, ride->n, 0, written);
+		free(ride);
+		return;
+	}
+	/* not written: back to the head of the queue, for the completers */
+	pthread_mutex_lock(&pool->lock);
+	if (pool->doneq_len + ride->n > pool->doneq_cap) {
+		size_t cap = pool->doneq_len + ride->n;
+		struct done_item *grown = realloc(pool->doneq, cap * sizeof(*grown));
+
+		if (!grown) {
+			pthread_mutex_unlock(&pool->lock);
+			log_done(ride->items, ride->n, -ENOMEM, written);
+			free(ride);
+			return;
+		}
+		pool->doneq = grown;
+		pool->doneq_cap = cap;
+	}
+	memmove(pool->doneq + ride->n, pool->doneq, pool->doneq_len * sizeof(*pool->doneq));
+	memcpy(pool->doneq, ride->items, ride->n * sizeof(*pool->doneq));
+	pool->doneq_len += ride->n;
+	pthread_cond_broadcast(&pool->done_cv);
+	pthread_mutex_unlock(&pool->lock);
+	free(ride);
+}
+
+void tq_workers_riding(struct tq_workers *pool, bool busy)
+{
+	pthread_mutex_lock(&pool->lock);
+	if (pool->riding != busy) {
+		pool->riding = busy;
+		if (!busy)
+			pthread_cond_broadcast(&pool->done_cv);
+	}
+	pthread_mutex_unlock(&pool->lock);
 }
 
 /* --- running one attempt ---------------------------------------------------- */
@@ -687,10 +802,10 @@ int tq_workers_start(struct tq_workers **out, const struct tq_config *cfg,
 	pthread_condattr_init(&attr);
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
 	pthread_cond_init(&pool->exited, &attr);
+	pthread_cond_init(&pool->done_cv, &attr);
 	pthread_condattr_destroy(&attr);
 	pthread_cond_init(&pool->runnable, NULL);
 	pthread_cond_init(&pool->slot_cv, NULL);
-	pthread_cond_init(&pool->done_cv, NULL);
 
 	r = tq_queue_open(&pool->fetch_q, cfg->redis_url, cfg->redis_prefix, err, sizeof(err));
 	if (r) {

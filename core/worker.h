@@ -48,6 +48,23 @@ void tq_workers_unreserve(struct tq_workers *w, size_t n);
 /* Run n claims on as many reserved slots; takes them over. */
 void tq_workers_hand(struct tq_workers *w, struct tq_claim *claims, size_t n);
 
+/*
+ * Completions ride in a submitter's transaction (tq_store_write()), so
+ * that a busy node commits its submissions and its outcomes together.
+ * tq_workers_ride() takes up to max of those waiting (done[] points into
+ * *ride, valid until tq_workers_rode()), which then logs them, or puts
+ * them back for the completers when the write failed (rc < 0).  While a
+ * submitter says it is busy (tq_workers_riding()), the completers leave
+ * the completions to its next transaction, for at most 20 ms.
+ */
+struct tq_ride;
+struct tq_done;
+size_t tq_workers_ride(struct tq_workers *w, struct tq_done *done, size_t max,
+		       struct tq_ride **ride);
+void tq_workers_rode(struct tq_workers *w, struct tq_ride *ride, int rc,
+		     const bool *written);
+void tq_workers_riding(struct tq_workers *w, bool busy);
+
 /* Stop taking jobs, wait up to grace_s for running handlers.  Jobs still
  * running at the deadline are handed back at once (pending again and
  * dispatched, so no node waits for their lease), and their handlers are
