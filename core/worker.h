@@ -34,10 +34,10 @@ int tq_workers_start(struct tq_workers **out, const struct tq_config *cfg,
 		     struct tq_scheduler *sched, struct tq_dispatch *dispatch);
 
 /*
- * Claims made at submission (see tq_store_insert_claim_many()): the
- * submitter reserves free slots of this node before its insert, hands the
- * claims it got over after COMMIT, and gives back what it did not use.
- * Slots are the idle workers plus workers.prefetch, as for the fetcher.
+ * Claims made at submission (see tq_store_write()): the submitter
+ * reserves free slots of this node before its insert, hands the claims it
+ * got over after COMMIT, and gives back what it did not use.  Slots are
+ * the idle workers plus workers.prefetch, as for the fetcher.
  */
 /* Whether this node takes jobs of queue (workers.queues). */
 bool tq_workers_take_queue(const struct tq_workers *w, const char *queue);
