@@ -400,7 +400,7 @@ static int pop_one(struct tq_queue *q, const char *const *queues, int timeout_s,
 	struct timeval block = {.tv_sec = timeout_s > 0 ? timeout_s + COMMAND_TIMEOUT_S : 0};
 	struct timeval cmd = {.tv_sec = COMMAND_TIMEOUT_S};
 	redisReply *reply;
-	int r;
+	int r, list;
 
 	if (atomic_load(&q->interrupted))
 		return -EINTR;
@@ -420,19 +420,19 @@ static int pop_one(struct tq_queue *q, const char *const *queues, int timeout_s,
 		r = -ETIMEDOUT;
 	} else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
 		   reply->element[1]->type == REDIS_REPLY_STRING &&
-		   reply->element[1]->len == 36) {
-		int list = list_index(q, reply->element[0]);
-
+		   reply->element[1]->len == 36 &&
+		   (list = list_index(q, reply->element[0])) >= 0) {
 		memcpy(id, reply->element[1]->str, 36);
 		id[36] = '\0';
 		if (from)
-			*from = (unsigned short)(list < 0 ? 0 : list);
+			*from = (unsigned short)list;
 		r = 0;
 	} else if (reply->type == REDIS_REPLY_ERROR) {
 		tq_warn("redis BRPOP failed: %s", reply->str);
 		r = -EIO;
 	} else {
-		/* Not an id we wrote: drop it, the store is the truth. */
+		/* Not an id we wrote, or not from our lists: drop it, the
+		 * store is the truth. */
 		tq_warn("redis returned an unexpected ready entry; ignored");
 		r = -EIO;
 	}
@@ -471,7 +471,6 @@ int tq_queue_ping(struct tq_queue *q)
 	return r;
 }
 
-/* Take the ids of a reply's array of strings, up to max. */
 /*
  * Pop up to ARGV[1] ids from KEYS in order (priority 9..0), without
  * blocking: each id follows the index of its key (from 0).  RPOP with a
@@ -539,13 +538,12 @@ static int pop_now(struct tq_queue *q, size_t max, char (*ids)[37], unsigned sho
 	if (reply->type == REDIS_REPLY_ARRAY) {
 		for (size_t i = 0; i + 1 < reply->elements; i += 2) {
 			const redisReply *k = reply->element[i];
+			int list = -1; /* the index of one of the keys, or none */
 
-			take_id(reply->element[i + 1],
-				k->type == REDIS_REPLY_INTEGER && k->integer >= 0 &&
-						(size_t)k->integer + 2 < q->argc
-					? (int)k->integer
-					: -1,
-				max, ids, from, n);
+			if (k->type == REDIS_REPLY_INTEGER && k->integer >= 0 &&
+			    (size_t)k->integer + 2 < q->argc)
+				list = (int)k->integer;
+			take_id(reply->element[i + 1], list, max, ids, from, n);
 		}
 	} else {
 		tq_warn("redis pop failed: %s",

@@ -1854,8 +1854,9 @@ static bool claim_from_insert(struct tq_claim *c, const PGresult *res, int row,
 	return false;
 }
 
-/* The parameters of a batch of outcomes: the ids as an array literal and
- * the entries keyed by id and claim token ("a": attempt, "r": result). */
+/* The parameters of a batch of n >= 1 outcomes: the ids as an array
+ * literal and the entries keyed by id and claim token ("a": attempt,
+ * "r": result). */
 static void done_params(const struct tq_done *done, size_t n, struct textbuf *ids,
 			struct textbuf *map)
 {
@@ -1945,7 +1946,8 @@ int tq_store_write(struct tq_store *s, struct tq_write *w)
 		tb_putn(&arr, "}", 1);
 	}
 	tb_putn(&arr, "]", 1);
-	done_params(w->done, w->ndone, &ids, &map);
+	if (w->ndone)
+		done_params(w->done, w->ndone, &ids, &map);
 	if (arr.failed || ids.failed || map.failed)
 		goto out;
 	snprintf(lease, sizeof(lease), "%d", w->lease_s > 0 ? w->lease_s : 1);
