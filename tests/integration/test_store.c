@@ -987,6 +987,44 @@ static void test_write_claims_and_outcomes(void **state)
 	tq_claim_free(&claims[0]);
 }
 
+/*
+ * A write is all or nothing, outcomes included: one whose outcome spoils
+ * the statement (here a result that is not JSON, which the host never
+ * lets through) inserts nothing and writes no outcome.  The group commit
+ * relies on it when it tries such a write again without the outcomes.
+ */
+static void test_write_fails_whole(void **state)
+{
+	struct tq_job_spec spec;
+	struct tq_inserted ins, again;
+	struct tq_claim claim;
+	struct tq_done done;
+	const bool claim_it = true;
+	bool written = true;
+	struct tq_write w = {.specs = &spec, .n = 1, .claim = &claim_it, .lease_s = 30,
+			     .out = &ins, .claims = &claim};
+	long long jobs;
+
+	(void)state;
+	spec_init(&spec, "whole", "{}");
+	assert_int_equal(tq_store_write(store, &w), 0);
+	assert_int_equal(w.nclaimed, 1);
+	jobs = sql_long("SELECT count(*) FROM jobs", NULL);
+	done = (struct tq_done){.id = ins.id, .attempt = 1, .token = claim.token,
+				.result = "{not json"};
+	w = (struct tq_write){.specs = &spec, .n = 1, .out = &again, .done = &done, .ndone = 1,
+			      .written = &written};
+	assert_true(tq_store_write(store, &w) < 0);
+	assert_int_equal(sql_long("SELECT count(*) FROM jobs", NULL), jobs);
+	assert_status(ins.id, "running");
+	/* without it, the same insert goes through */
+	w.ndone = 0;
+	assert_int_equal(tq_store_write(store, &w), 0);
+	assert_int_equal(sql_long("SELECT count(*) FROM jobs", NULL), jobs + 1);
+	assert_status(again.id, "pending");
+	tq_claim_free(&claim);
+}
+
 /* The jobs table's update counters once the pool's backends have exited
  * and reported them (a backend reports its statistics when it exits). */
 static void table_updates(long long *upd, long long *hot)
@@ -1629,6 +1667,7 @@ int main(void)
 		cmocka_unit_test(test_lost_claim_fenced),
 		cmocka_unit_test(test_claim_complete_many),
 		cmocka_unit_test(test_write_claims_and_outcomes),
+		cmocka_unit_test(test_write_fails_whole),
 		cmocka_unit_test(test_claims_are_hot),
 		cmocka_unit_test(test_batches_read_only_their_rows),
 		cmocka_unit_test(test_retry_promote),
