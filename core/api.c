@@ -9,7 +9,12 @@
  *                  405) and what can be refused from the headers alone
  *                  (415, 413 from Content-Length)
  *   data calls     append the body to a buffer bounded by max_body_bytes
- *   last call      parse, validate, COMMIT, dispatch, answer 201
+ *   last call      parse, validate, queue it for the group commit and
+ *                  suspend the connection; the committer resumes it, and
+ *                  a call after the last dispatches and answers 201
+ *
+ * The thread serves its other connections while one waits for the disk.
+ * A batch, a listing and a lookup run in the thread itself.
  *
  * Every error path answers before tq_store_insert() or instead of it, so a
  * refused request changes nothing.
@@ -51,6 +56,9 @@
 /* Once a too-large chunked body passed the limit by this much more, stop
  * reading it and drop the connection. */
 #define API_DISCARD_SLACK (1024 * 1024)
+/* At shutdown, how long committed submissions may take to send their
+ * answers (seconds). */
+#define API_STOP_ANSWER_S 2
 #define API_LIST_LIMIT_DEFAULT 50
 #define API_LIST_LIMIT_MAX 1000
 
@@ -66,6 +74,18 @@ struct tq_api {
 	size_t max_body;
 	pthread_mutex_t redis_lock; /* guards redis, for /readyz */
 	struct tq_queue *redis;
+	pthread_mutex_t lock;   /* guards the three below */
+	pthread_cond_t settled; /* suspended or unanswered fell */
+	unsigned int suspended; /* connections waiting for a commit */
+	unsigned int unanswered; /* submissions queued, answer not yet sent */
+	bool stopping;          /* no more submissions */
+};
+
+/* A single submission's way through the group commit. */
+enum submit_state {
+	SUBMIT_NONE,
+	SUBMIT_WAITING, /* queued; the connection is suspended */
+	SUBMIT_DONE,    /* committed or failed; the connection resumed */
 };
 
 /* One request, from its first call to MHD_OPTION_NOTIFY_COMPLETED. */
@@ -81,6 +101,13 @@ struct api_request {
 	bool too_large;
 	bool responded;
 	char job_id[37]; /* of the created job, for the log line */
+	/* POST /v1/jobs, while its connection waits for the commit */
+	struct tq_api *api;
+	struct MHD_Connection *conn;
+	enum submit_state state;
+	struct tq_job_spec spec; /* owned from SUBMIT_WAITING on */
+	struct tq_inserted ins;
+	struct tq_submission sub;
 };
 
 /* --- routing (pure) ----------------------------------------------------- */
@@ -713,39 +740,86 @@ static char *new_job_json(const struct tq_job_spec *spec, const struct tq_insert
 	return text;
 }
 
+/* The submission is committed (rc 0) or failed: answer it. */
+static enum MHD_Result answer_submit(struct tq_api *api, struct MHD_Connection *conn,
+				     struct api_request *req, int rc)
+{
+	const struct tq_inserted *ins = &req->ins;
+	char location[64];
+	char *job_json;
+
+	if (rc < 0)
+		return store_error(conn, req, rc == -ESHUTDOWN ? -EAGAIN : rc);
+	/* Committed: from here on the job exists whatever happens. */
+	memcpy(req->job_id, ins->id, sizeof(req->job_id));
+	after_commit(api, &req->spec, ins);
+	job_json = new_job_json(&req->spec, ins);
+	if (!job_json && asprintf(&job_json, "{\"id\":\"%s\"}", ins->id) < 0)
+		return MHD_NO;
+	snprintf(location, sizeof(location), "/v1/jobs/%s", ins->id);
+	return respond(conn, req, MHD_HTTP_CREATED, job_json, location, NULL);
+}
+
+/* On a committer thread: wake the connection.  req is libmicrohttpd's
+ * again as soon as it is resumed. */
+static void submit_done(struct tq_submission *s, int rc)
+{
+	struct api_request *req = s->arg;
+	struct tq_api *api = req->api;
+
+	req->sub.rc = rc;
+	req->state = SUBMIT_DONE;
+	MHD_resume_connection(req->conn);
+	pthread_mutex_lock(&api->lock);
+	if (--api->suspended == 0)
+		pthread_cond_broadcast(&api->settled);
+	pthread_mutex_unlock(&api->lock);
+}
+
+/*
+ * POST /v1/jobs.  The connection is suspended while its job waits for the
+ * group commit, so that this thread serves its other connections
+ * meanwhile; submit_done() resumes it and libmicrohttpd calls again.
+ */
 static enum MHD_Result handle_submit(struct tq_api *api,
 				     struct MHD_Connection *conn,
 				     struct api_request *req)
 {
-	struct tq_job_spec spec;
-	struct tq_inserted ins;
 	struct tq_api_error e;
-	char location[64];
-	char *job_json;
-	enum MHD_Result ret;
+	bool stopping;
 	int rc;
 
-	if (prepare_spec(api, req->body ? req->body : "", req->len, &spec, &e) < 0)
+	if (req->state == SUBMIT_DONE)
+		return answer_submit(api, conn, req, req->sub.rc);
+	if (req->state == SUBMIT_WAITING)
+		return MHD_YES;
+	if (prepare_spec(api, req->body ? req->body : "", req->len, &req->spec, &e) < 0)
 		return respond_error(conn, req, &e, NULL);
-	rc = api->deps.submit ? tq_submit_one(api->deps.submit, &spec, &ins)
-			      : tq_store_insert_many(api->deps.store, &spec, 1, &ins);
-	if (rc < 0) {
-		ret = store_error(conn, req, rc == -ESHUTDOWN ? -EAGAIN : rc);
-		goto out;
+	if (!api->deps.submit) {
+		req->state = SUBMIT_DONE;
+		rc = tq_store_insert_many(api->deps.store, &req->spec, 1, &req->ins);
+		return answer_submit(api, conn, req, rc);
 	}
-	/* Committed: from here on the job exists whatever happens. */
-	memcpy(req->job_id, ins.id, sizeof(req->job_id));
-	after_commit(api, &spec, &ins);
-	job_json = new_job_json(&spec, &ins);
-	if (!job_json && asprintf(&job_json, "{\"id\":\"%s\"}", ins.id) < 0) {
-		ret = MHD_NO;
-		goto out;
+	pthread_mutex_lock(&api->lock);
+	stopping = api->stopping;
+	if (!stopping) {
+		api->suspended++;
+		api->unanswered++;
 	}
-	snprintf(location, sizeof(location), "/v1/jobs/%s", ins.id);
-	ret = respond(conn, req, MHD_HTTP_CREATED, job_json, location, NULL);
-out:
-	tq_job_spec_free(&spec);
-	return ret;
+	pthread_mutex_unlock(&api->lock);
+	req->state = SUBMIT_DONE;
+	if (stopping)
+		return answer_submit(api, conn, req, -ESHUTDOWN);
+	req->api = api;
+	req->conn = conn;
+	req->sub = (struct tq_submission){.spec = &req->spec, .out = &req->ins,
+					  .done = submit_done, .arg = req};
+	req->state = SUBMIT_WAITING;
+	MHD_suspend_connection(conn);
+	rc = tq_submit_async(api->deps.submit, &req->sub);
+	if (rc < 0)
+		submit_done(&req->sub, rc);
+	return MHD_YES;
 }
 
 /*
@@ -1019,6 +1093,15 @@ static void request_completed(void *cls, struct MHD_Connection *conn,
 
 	if (!req)
 		return;
+	if (req->state != SUBMIT_NONE)
+		tq_job_spec_free(&req->spec);
+	if (req->api) {
+		/* its answer is sent, or the connection is gone */
+		pthread_mutex_lock(&req->api->lock);
+		if (--req->api->unanswered == 0)
+			pthread_cond_broadcast(&req->api->settled);
+		pthread_mutex_unlock(&req->api->lock);
+	}
 	free(req->body);
 	free(req);
 	*con_cls = NULL;
@@ -1078,6 +1161,15 @@ static int resolve_ipv4(const char *host, int port, struct sockaddr_in *sa,
 	return 0;
 }
 
+static void api_free(struct tq_api *api)
+{
+	tq_queue_close(api->redis);
+	pthread_cond_destroy(&api->settled);
+	pthread_mutex_destroy(&api->lock);
+	pthread_mutex_destroy(&api->redis_lock);
+	free(api);
+}
+
 int tq_api_start(struct tq_api **out, const struct tq_api_deps *deps,
 		 char *err, size_t errlen)
 {
@@ -1105,9 +1197,10 @@ int tq_api_start(struct tq_api **out, const struct tq_api_deps *deps,
 	}
 	api->deps = *deps;
 	pthread_mutex_init(&api->redis_lock, NULL);
+	pthread_mutex_init(&api->lock, NULL);
+	pthread_cond_init(&api->settled, NULL);
 	if (tq_queue_open(&api->redis, cfg->redis_url, cfg->redis_prefix, err, errlen) < 0) {
-		pthread_mutex_destroy(&api->redis_lock);
-		free(api);
+		api_free(api);
 		return -EINVAL;
 	}
 	api->max_body = cfg->max_body_bytes > 0 ?
@@ -1115,7 +1208,7 @@ int tq_api_start(struct tq_api **out, const struct tq_api_deps *deps,
 	threads = cfg->api_threads > 0 ? (unsigned int)cfg->api_threads : 1;
 
 	flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO |
-		MHD_USE_ERROR_LOG | MHD_USE_TURBO;
+		MHD_USE_ERROR_LOG | MHD_USE_TURBO | MHD_ALLOW_SUSPEND_RESUME;
 	api->mhd = MHD_start_daemon(
 		flags, (uint16_t)cfg->listen_port, NULL, NULL, handle_request,
 		api,
@@ -1134,9 +1227,7 @@ int tq_api_start(struct tq_api **out, const struct tq_api_deps *deps,
 		snprintf(err, errlen,
 			 "cannot listen on %s:%d (address in use or not permitted?)",
 			 addr, cfg->listen_port);
-		tq_queue_close(api->redis);
-		pthread_mutex_destroy(&api->redis_lock);
-		free(api);
+		api_free(api);
 		return -EADDRNOTAVAIL;
 	}
 	*out = api;
@@ -1145,11 +1236,24 @@ int tq_api_start(struct tq_api **out, const struct tq_api_deps *deps,
 
 void tq_api_stop(struct tq_api *api)
 {
+	struct timespec until;
+
 	if (!api)
 		return;
+	/* No suspended connection may outlive the daemon: refuse new
+	 * submissions, let the queued ones commit, give their answers a
+	 * moment to go out, then stop. */
+	pthread_mutex_lock(&api->lock);
+	api->stopping = true;
+	while (api->suspended > 0)
+		pthread_cond_wait(&api->settled, &api->lock);
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += API_STOP_ANSWER_S;
+	while (api->unanswered > 0 &&
+	       pthread_cond_timedwait(&api->settled, &api->lock, &until) == 0)
+		;
+	pthread_mutex_unlock(&api->lock);
 	if (api->mhd)
 		MHD_stop_daemon(api->mhd);
-	tq_queue_close(api->redis);
-	pthread_mutex_destroy(&api->redis_lock);
-	free(api);
+	api_free(api);
 }

@@ -36,7 +36,7 @@ static const struct opt opts[] = {
 	 "redis://127.0.0.1:6379/0"},
 	{"redis.prefix", "TASKQ_REDIS_PREFIX", OPT_STRING, O(redis_prefix), 0, 0, "taskq"},
 	{"api.listen", "TASKQ_LISTEN", OPT_STRING, O(listen), 0, 0, "127.0.0.1:8080"},
-	{"api.threads", "TASKQ_API_THREADS", OPT_INT, O(api_threads), 1, 256, "16"},
+	{"api.threads", "TASKQ_API_THREADS", OPT_INT, O(api_threads), 1, 256, "4"},
 	{"api.max_body_bytes", "TASKQ_MAX_BODY_BYTES", OPT_INT, O(max_body_bytes), 256,
 	 64LL * 1024 * 1024, "1048576"},
 	{"workers.count", "TASKQ_WORKERS", OPT_INT, O(workers), 1, 1024, "4"},

@@ -16,16 +16,6 @@
 /* Most completions one transaction takes along. */
 #define RIDE_MAX 256
 
-/* One waiting submission, on its caller's stack. */
-struct pending {
-	const struct tq_job_spec *spec;
-	struct tq_inserted *out;
-	int rc;
-	bool done;
-	pthread_cond_t cv; /* signalled once done is set */
-	struct pending *next;
-};
-
 struct tq_submit {
 	struct tq_store *store;
 	struct tq_workers *workers; /* claims at submission; or NULL */
@@ -33,14 +23,14 @@ struct tq_submit {
 	int max_batch;
 	pthread_mutex_t lock;
 	pthread_cond_t work;  /* submissions arrived, or stopping */
-	struct pending *head, *tail;
+	struct tq_submission *head, *tail;
 	bool stopping;
 	int n_threads;
 	pthread_t *threads;
 };
 
 /* Take up to max_batch submissions off the queue; lock held. */
-static size_t take(struct tq_submit *sub, struct pending **batch)
+static size_t take(struct tq_submit *sub, struct tq_submission **batch)
 {
 	size_t n = 0;
 
@@ -148,7 +138,7 @@ static int insert(struct tq_submit *sub, const struct tq_job_spec *specs, size_t
 	return rc;
 }
 
-static void commit_batch(struct tq_submit *sub, struct pending **batch, size_t n,
+static void commit_batch(struct tq_submit *sub, struct tq_submission **batch, size_t n,
 			 struct scratch *b)
 {
 	struct tq_inserted *res = b->res;
@@ -177,7 +167,7 @@ static void commit_batch(struct tq_submit *sub, struct pending **batch, size_t n
 static void *committer(void *arg)
 {
 	struct tq_submit *sub = arg;
-	struct pending **batch = calloc((size_t)sub->max_batch, sizeof(*batch));
+	struct tq_submission **batch = calloc((size_t)sub->max_batch, sizeof(*batch));
 	struct scratch *b;
 	bool ready = scratch_init(&b, (size_t)sub->max_batch) == 0 && batch;
 
@@ -207,12 +197,10 @@ static void *committer(void *arg)
 			commit_batch(sub, batch, n, b);
 		}
 
+		/* s is its owner's again once done is called */
+		for (size_t i = 0; i < n; i++)
+			batch[i]->done(batch[i], batch[i]->rc);
 		pthread_mutex_lock(&sub->lock);
-		/* wake exactly the submitters of this batch */
-		for (size_t i = 0; i < n; i++) {
-			batch[i]->done = true;
-			pthread_cond_signal(&batch[i]->cv);
-		}
 	}
 	pthread_mutex_unlock(&sub->lock);
 	free(batch);
@@ -270,29 +258,23 @@ void tq_submit_stop(struct tq_submit *sub)
 	free(sub);
 }
 
-int tq_submit_one(struct tq_submit *sub, const struct tq_job_spec *spec,
-		  struct tq_inserted *out)
+int tq_submit_async(struct tq_submit *sub, struct tq_submission *s)
 {
-	struct pending p = {.spec = spec, .out = out, .rc = 0, .done = false};
-
-	pthread_cond_init(&p.cv, NULL);
+	s->rc = 0;
+	s->next = NULL;
 	pthread_mutex_lock(&sub->lock);
 	if (sub->stopping) {
 		pthread_mutex_unlock(&sub->lock);
-		pthread_cond_destroy(&p.cv);
 		return -ESHUTDOWN;
 	}
 	if (sub->tail)
-		sub->tail->next = &p;
+		sub->tail->next = s;
 	else
-		sub->head = &p;
-	sub->tail = &p;
+		sub->head = s;
+	sub->tail = s;
 	pthread_cond_signal(&sub->work);
-	while (!p.done)
-		pthread_cond_wait(&p.cv, &sub->lock);
 	pthread_mutex_unlock(&sub->lock);
-	pthread_cond_destroy(&p.cv);
-	return p.rc;
+	return 0;
 }
 
 int tq_submit_many(struct tq_submit *sub, const struct tq_job_spec *specs, size_t n,

@@ -1,11 +1,12 @@
 /*
  * submit.h - group commit of concurrent submissions.
  *
- * Every API thread that submits a job hands it here and waits; committer
- * threads take whatever has gathered meanwhile and insert it in one
- * statement and one transaction (tq_store_insert_many).  Each caller still
- * gets its answer only after COMMIT, so 201 keeps meaning durable, while
- * the database sees one commit per batch instead of one per job.
+ * Every submission the API receives is queued here, and the API thread
+ * moves on to other connections; committer threads take whatever has
+ * gathered meanwhile and insert it in one statement and one transaction
+ * (tq_store_write()).  Each submission is told its outcome only after
+ * COMMIT, so 201 keeps meaning durable, while the database sees one commit
+ * per batch instead of one per job.
  *
  * The completions waiting on this node's workers ride in the same
  * transaction (see tq_workers_ride()): a busy node commits its
@@ -33,11 +34,26 @@ int tq_submit_start(struct tq_submit **out, struct tq_store *store,
 /* Let the committers finish what is queued, then stop them; frees sub. */
 void tq_submit_stop(struct tq_submit *sub);
 
-/* Insert one job (a validated, resolved spec); blocks until it is
- * committed.  0 with *out filled, or the store's error (-EAGAIN: the
- * database is unavailable; -ESHUTDOWN: stopping).  Thread-safe. */
-int tq_submit_one(struct tq_submit *sub, const struct tq_job_spec *spec,
-		  struct tq_inserted *out);
+/*
+ * One submission waiting for its commit.  The caller fills spec, out, done
+ * and arg, and owns all of it until done is called: on a committer thread,
+ * once, after COMMIT (rc 0, *out filled) or after the store failed (its
+ * error; -EAGAIN: the database is unavailable).  From then on the
+ * committer does not touch it.
+ */
+struct tq_submission {
+	const struct tq_job_spec *spec; /* validated and resolved */
+	struct tq_inserted *out;
+	void (*done)(struct tq_submission *s, int rc);
+	void *arg;
+	/* the committers' */
+	int rc;
+	struct tq_submission *next;
+};
+
+/* Queue s for the next group commit and return at once: 0, then s->done
+ * follows; or -ESHUTDOWN (stopping), and it does not.  Thread-safe. */
+int tq_submit_async(struct tq_submit *sub, struct tq_submission *s);
 
 /* Insert n jobs in one transaction (all or nothing) in the caller's
  * thread, claiming as tq_submit_one() does.  out[i].pending: to dispatch;

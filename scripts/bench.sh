@@ -13,7 +13,7 @@
 # and writes BUILDDIR/bench-results.json.  Everything stays on 127.0.0.1.
 #
 # Knobs (environment): BENCH_PORT (28580), BENCH_WORKERS (32),
-# BENCH_PREFETCH (64), BENCH_POOL_SIZE (16), BENCH_API_THREADS (32),
+# BENCH_PREFETCH (64), BENCH_POOL_SIZE (16), BENCH_API_THREADS (2),
 # BENCH_CONNECTIONS (32),
 # BENCH_MEM_LIMIT_S (180: the longest the 1,000,000-job run may submit),
 # BENCH_PROFILE_JOBS (30000).
@@ -46,7 +46,7 @@ port=${BENCH_PORT:-28580}
 workers=${BENCH_WORKERS:-32}
 prefetch=${BENCH_PREFETCH:-64}
 pool=${BENCH_POOL_SIZE:-16}
-api_threads=${BENCH_API_THREADS:-32}
+api_threads=${BENCH_API_THREADS:-2}
 conns=${BENCH_CONNECTIONS:-32}
 mem_limit=${BENCH_MEM_LIMIT_S:-180}
 profile_jobs=${BENCH_PROFILE_JOBS:-30000}

@@ -428,6 +428,52 @@ static void th_redis_cleanup(void)
 		th_redis_del_matching(match);
 }
 
+PGconn *th_jobs_lock(void)
+{
+	PGconn *c = th_connect(th.db_url);
+	PGresult *res;
+
+	if (PQstatus(c) != CONNECTION_OK) {
+		fail_msg("cannot connect to %s: %s", th.db_url, PQerrorMessage(c));
+		PQfinish(c);
+		return NULL;
+	}
+	res = PQexec(c, "BEGIN; LOCK TABLE jobs IN SHARE MODE");
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		fail_msg("cannot lock the jobs table: %s", PQerrorMessage(c));
+		PQclear(res);
+		PQfinish(c);
+		return NULL;
+	}
+	PQclear(res);
+	return c;
+}
+
+void th_jobs_unlock(PGconn *c)
+{
+	PGresult *res = PQexec(c, "COMMIT");
+	bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+
+	PQclear(res);
+	PQfinish(c);
+	if (!ok)
+		fail_msg("cannot release the lock on the jobs table");
+}
+
+bool th_lock_waiters(int n, int timeout_ms)
+{
+	int64_t deadline = th_now_ms() + timeout_ms;
+
+	do {
+		if (th_sql_long("SELECT count(*) FROM pg_stat_activity "
+				"WHERE datname = current_database() AND wait_event_type = 'Lock'",
+				NULL, 0) >= n)
+			return true;
+		th_sleep_ms(20);
+	} while (th_now_ms() < deadline);
+	return false;
+}
+
 long th_redis_forget(const struct th_daemon *d)
 {
 	char match[96];
@@ -1228,6 +1274,32 @@ out:
 	if (c)
 		curl_easy_cleanup(c);
 	return r;
+}
+
+static void *th_async_main(void *arg)
+{
+	struct th_async *a = arg;
+
+	th_http(a->d, a->method, a->path, a->body, a->body ? "application/json" : NULL,
+		&a->resp);
+	return NULL;
+}
+
+void th_http_start(struct th_async *a, const struct th_daemon *d, const char *method,
+		   const char *path, const char *body)
+{
+	memset(a, 0, sizeof(*a));
+	a->d = d;
+	a->method = method;
+	a->path = path;
+	a->body = body;
+	if (pthread_create(&a->thread, NULL, th_async_main, a) != 0)
+		fail_msg("cannot start a thread for %s %s", method, path);
+}
+
+void th_http_join(struct th_async *a)
+{
+	pthread_join(a->thread, NULL);
 }
 
 void th_resp_free(struct th_resp *resp)

@@ -28,6 +28,7 @@
 #ifndef TQ_HARNESS_H
 #define TQ_HARNESS_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -103,9 +104,9 @@ struct th_daemon *th_daemon_start(const char *env, ...);
  * false it returns right after the fork. */
 struct th_daemon *th_daemon_startv(bool wait_healthy, const char *env,
 				   va_list ap);
-/* Send sig; wait up to timeout_ms for the exit.  Returns the exit code
- * (0-255), 128+signal when killed by a signal, or -1 when it did not exit
- * in time (it is then killed with SIGKILL). */
+/* Send sig (0: none, only wait); wait up to timeout_ms for the exit.
+ * Returns the exit code (0-255), 128+signal when killed by a signal, or
+ * -1 when it did not exit in time (it is then killed with SIGKILL). */
 int th_daemon_signal_wait(struct th_daemon *d, int sig, int timeout_ms);
 /* SIGTERM and wait (th_daemon_signal_wait()). */
 int th_daemon_stop(struct th_daemon *d, int timeout_ms);
@@ -144,6 +145,18 @@ bool th_resp_header(const struct th_resp *resp, const char *name, char *buf,
 		    size_t len);
 /* The "code" of an error body, or "" */
 const char *th_resp_code(const struct th_resp *resp);
+
+/* One request on a thread of its own: th_http_start() sends it,
+ * th_http_join() waits for its answer in resp. */
+struct th_async {
+	pthread_t thread;
+	const struct th_daemon *d;
+	const char *method, *path, *body; /* the caller's, until joined */
+	struct th_resp resp;
+};
+void th_http_start(struct th_async *a, const struct th_daemon *d, const char *method,
+		   const char *path, const char *body);
+void th_http_join(struct th_async *a);
 
 /* POST /v1/jobs with body; asserts 201 and copies the new id. */
 void th_submit(const struct th_daemon *d, const char *body,
@@ -185,6 +198,16 @@ long long th_jobs_count(void);
 /* One column of the job row as text (malloc'd; NULL for SQL NULL or no
  * such row). */
 char *th_job_field(const char *id, const char *column);
+
+/* Hold a lock on the jobs table that lets readers through and makes
+ * every insert wait (LOCK TABLE jobs IN SHARE MODE, in a transaction on a
+ * connection of its own); fails the test on error.  th_jobs_unlock()
+ * commits it and closes the connection. */
+PGconn *th_jobs_lock(void);
+void th_jobs_unlock(PGconn *c);
+/* Wait up to timeout_ms until at least n sessions wait for a lock;
+ * false at the deadline. */
+bool th_lock_waiters(int n, int timeout_ms);
 
 /* ---- servers ---- */
 

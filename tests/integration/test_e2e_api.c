@@ -212,6 +212,48 @@ static void test_claimed_at_submission(void **state)
 	th_case_passed();
 }
 
+/*
+ * A submission waiting for its commit does not hold its HTTP thread: with
+ * one thread and the inserts held up by a lock, other requests are
+ * answered meanwhile, and both waiting submissions get their 201 once the
+ * lock is gone.
+ */
+static void test_commit_wait_frees_the_thread(void **state)
+{
+	static const char *const bodies[] = {
+		"{\"type\":\"echo\",\"payload\":{\"n\":1}}",
+		"{\"type\":\"echo\",\"payload\":{\"n\":2}}",
+	};
+	struct th_daemon *d = th_daemon_start("TASKQ_API_THREADS=1", NULL);
+	struct th_async sub[2];
+	struct th_resp r;
+	PGconn *lock;
+
+	(void)state;
+	lock = th_jobs_lock();
+	for (int i = 0; i < 2; i++)
+		th_http_start(&sub[i], d, "POST", "/v1/jobs", bodies[i]);
+	assert_true(th_lock_waiters(1, 10000));
+	th_http(d, "GET", "/healthz", NULL, NULL, &r);
+	assert_int_equal(r.status, 200);
+	th_resp_free(&r);
+	th_http(d, "GET", "/v1/jobs?limit=5", NULL, NULL, &r);
+	assert_int_equal(r.status, 200);
+	assert_true(cJSON_IsArray(cJSON_GetObjectItem(r.json, "jobs")));
+	assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(r.json, "jobs")), 0);
+	th_resp_free(&r);
+	th_jobs_unlock(lock);
+	for (int i = 0; i < 2; i++) {
+		th_http_join(&sub[i]);
+		assert_int_equal(sub[i].resp.status, 201);
+		cJSON_Delete(th_wait_status(d, th_json_str(sub[i].resp.json, "id"),
+					    "completed", 10000));
+		th_resp_free(&sub[i].resp);
+	}
+	assert_int_equal(th_jobs_count(), 2);
+	th_case_passed();
+}
+
 static void submit_typed(struct th_daemon *d, const char *type,
 			 const char *payload, char id[TH_ID_LEN])
 {
@@ -589,6 +631,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_created_body_is_the_job,
 						th_case_setup, th_case_teardown),
 		cmocka_unit_test_setup_teardown(test_claimed_at_submission,
+						th_case_setup, th_case_teardown),
+		cmocka_unit_test_setup_teardown(test_commit_wait_frees_the_thread,
 						th_case_setup, th_case_teardown),
 		cmocka_unit_test_setup_teardown(test_location_and_alias,
 						th_case_setup, th_case_teardown),

@@ -152,6 +152,33 @@ static void test_grace_period_is_bounded(void **state)
 	th_case_passed();
 }
 
+/* SIGTERM while a submission waits for its commit: it is committed and
+ * answered 201 before the process exits 0. */
+static void test_sigterm_answers_waiting_submission(void **state)
+{
+	struct th_daemon *d = th_daemon_start(NULL);
+	struct th_async sub;
+	PGconn *lock;
+	char *st;
+
+	(void)state;
+	lock = th_jobs_lock();
+	th_http_start(&sub, d, "POST", "/v1/jobs", "{\"type\":\"echo\",\"payload\":{}}");
+	assert_true(th_lock_waiters(1, 10000));
+	assert_int_equal(kill(d->pid, SIGTERM), 0);
+	th_sleep_ms(300);
+	assert_true(th_daemon_alive(d)); /* it waits for the commit */
+	th_jobs_unlock(lock);
+	th_http_join(&sub);
+	assert_int_equal(sub.resp.status, 201);
+	assert_int_equal(th_daemon_signal_wait(d, 0, 15000), 0);
+	st = th_job_field(th_json_str(sub.resp.json, "id"), "status");
+	assert_non_null(st);
+	free(st);
+	th_resp_free(&sub.resp);
+	th_case_passed();
+}
+
 static int group_setup(void **state)
 {
 	(void)state;
@@ -170,6 +197,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sigterm_finishes_running_jobs,
 						th_case_setup, th_case_teardown),
 		cmocka_unit_test_setup_teardown(test_sigint_idle_exits_zero,
+						th_case_setup, th_case_teardown),
+		cmocka_unit_test_setup_teardown(test_sigterm_answers_waiting_submission,
 						th_case_setup, th_case_teardown),
 		cmocka_unit_test_setup_teardown(test_grace_period_is_bounded,
 						th_case_setup, th_case_teardown),

@@ -83,7 +83,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.listen_port, 8080);
 	assert_int_equal(cfg.db_pool_size, 8);
 	assert_true(cfg.auto_migrate);
-	assert_int_equal(cfg.api_threads, 16);
+	assert_int_equal(cfg.api_threads, 4);
 	assert_int_equal(cfg.max_body_bytes, 1048576);
 	assert_int_equal(cfg.workers, 4);
 	assert_int_equal(cfg.prefetch, 0);
