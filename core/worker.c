@@ -638,6 +638,27 @@ out:
 	return NULL;
 }
 
+/* Queue n claims for the workers (their slots already taken); lock
+ * held.  The caller then wakes one worker with wake_worker(), after
+ * unlocking: a worker that takes a claim while more wait wakes the next
+ * (worker_main()), so that short jobs run one after another on the few
+ * workers awake instead of costing a thread switch each. */
+static void enqueue(struct tq_workers *pool, struct tq_claim *claims, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		size_t tail = (pool->runq_head + pool->runq_len) % pool->runq_cap;
+
+		pool->runq[tail] = (struct queued){.claim = claims[i]};
+		pool->runq_len++;
+	}
+}
+
+/* Wake an idle worker, if any, for what enqueue() queued. */
+static void wake_worker(struct tq_workers *pool)
+{
+	pthread_cond_signal(&pool->runnable);
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
@@ -646,6 +667,7 @@ static void *worker_main(void *arg)
 	pthread_mutex_lock(&pool->lock);
 	for (;;) {
 		struct queued q;
+		bool more;
 
 		while (pool->runq_len == 0 && !atomic_load(&pool->stopping))
 			pthread_cond_wait(&pool->runnable, &pool->lock);
@@ -654,7 +676,10 @@ static void *worker_main(void *arg)
 		q = pool->runq[pool->runq_head];
 		pool->runq_head = (pool->runq_head + 1) % pool->runq_cap;
 		pool->runq_len--;
+		more = pool->runq_len > 0;
 		pthread_mutex_unlock(&pool->lock);
+		if (more)
+			wake_worker(pool);
 
 		run_claimed(w, &q.claim, q.cancel);
 		tq_claim_free(&q.claim);
@@ -671,20 +696,6 @@ static void *worker_main(void *arg)
 
 /* --- the fetcher ------------------------------------------------------------ */
 
-/* Queue n claims for the workers (their slots already taken); lock held. */
-static void enqueue(struct tq_workers *pool, struct tq_claim *claims, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		size_t tail = (pool->runq_head + pool->runq_len) % pool->runq_cap;
-
-		pool->runq[tail] = (struct queued){.claim = claims[i]};
-		pool->runq_len++;
-	}
-	/* one worker per claim: a broadcast would wake every idle worker
-	 * for a batch smaller than the pool */
-	for (size_t i = 0; i < n; i++)
-		pthread_cond_signal(&pool->runnable);
-}
 
 static void *fetcher_main(void *arg)
 {
@@ -756,6 +767,8 @@ static void *fetcher_main(void *arg)
 		if (!r)
 			enqueue(pool, claims, claimed);
 		pthread_mutex_unlock(&pool->lock);
+		if (!r && claimed)
+			wake_worker(pool);
 		if (r && r != -EAGAIN)
 			sleep_ms(STORE_RETRY_MS);
 	}
@@ -918,6 +931,8 @@ void tq_workers_hand(struct tq_workers *pool, struct tq_claim *claims, size_t n)
 	if (!atomic_load(&pool->stopping)) {
 		enqueue(pool, claims, n);
 		pthread_mutex_unlock(&pool->lock);
+		if (n)
+			wake_worker(pool);
 		return;
 	}
 	/* stopping: the run queue was handed back already; these too */

@@ -774,6 +774,11 @@ int th_case_setup(void **state)
 		r = -1;
 	}
 	PQclear(res);
+	if (th.record_path[0] && unlink(th.record_path) < 0 && errno != ENOENT) {
+		fprintf(stderr, "harness: cannot remove %s: %s\n", th.record_path,
+			strerror(errno));
+		r = -1;
+	}
 	return r;
 }
 

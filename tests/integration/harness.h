@@ -70,7 +70,8 @@ int th_group_setup(const char *name);
 /* Kill every daemon, restart PostgreSQL if it was stopped, drop the
  * database, remove the temp dir.  Always returns 0. */
 int th_group_teardown(void);
-/* Per case: arm the watchdog, empty the jobs table (when it exists). */
+/* Per case: arm the watchdog, empty the jobs table (when it exists) and
+ * the record plugin's file. */
 int th_case_setup(void **state);
 /* Per case: stop the daemons still running with SIGTERM (after a passed
  * case a non-zero exit is an error), report sanitizer lines in their logs

@@ -4,6 +4,8 @@
  */
 #include "harness.h"
 
+#include <stdint.h>
+
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,6 +130,50 @@ static void test_concurrent_submissions(void **state)
 	th_case_passed();
 }
 
+/*
+ * A batch of slow jobs, claimed at once, runs in parallel: the workers
+ * wake one another as they take the claims, and all six start together
+ * rather than one after another.
+ */
+static void test_batch_runs_in_parallel(void **state)
+{
+	static const char job[] = "{\"type\":\"record\",\"payload\":{\"sleep_ms\":1000}}";
+	struct th_daemon *d = th_daemon_start("TASKQ_WORKERS=6", NULL);
+	char body[512] = "{\"jobs\":[";
+	struct th_records recs;
+	struct th_resp r;
+	int64_t first = INT64_MAX, last = 0, deadline;
+	long long done = 0;
+	char err[256];
+
+	(void)state;
+	for (int i = 0; i < 6; i++) {
+		strcat(body, i ? "," : "");
+		strcat(body, job);
+	}
+	strcat(body, "]}");
+	th_http(d, "POST", "/v1/jobs/batch", body, "application/json", &r);
+	assert_int_equal(r.status, 201);
+	th_resp_free(&r);
+	deadline = th_now_ms() + 20000;
+	while (done < 6 && th_now_ms() < deadline) {
+		th_sleep_ms(100);
+		done = th_sql_long("SELECT count(*) FROM jobs WHERE status = 'completed'",
+				   NULL, 0);
+	}
+	assert_int_equal(done, 6);
+	assert_int_equal(th_records_load(th_record_path(), &recs, err, sizeof(err)), 0);
+	assert_int_equal(recs.n, 6);
+	for (size_t i = 0; i < recs.n; i++) {
+		first = recs.v[i].ms < first ? recs.v[i].ms : first;
+		last = recs.v[i].ms > last ? recs.v[i].ms : last;
+	}
+	th_records_free(&recs);
+	fprintf(stderr, "six jobs started within %lld ms\n", (long long)(last - first));
+	assert_true(last - first < 500);
+	th_case_passed();
+}
+
 static int group_setup(void **state)
 {
 	(void)state;
@@ -143,6 +189,8 @@ static int group_teardown(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_batch_runs_in_parallel,
+						th_case_setup, th_case_teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_submissions,
 						th_case_setup, th_case_teardown),
 	};
