@@ -34,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "buf.h"
 #include "job.h"
 #include "log.h"
 
@@ -90,66 +91,37 @@ struct tq_procpool {
 
 /* ---- frames ---------------------------------------------------------- */
 
-struct pp_buf {
-	char *p;
-	size_t len, cap;
-	bool oom;
-};
-
-static void pp_put(struct pp_buf *b, const void *data, size_t n)
+static void pp_put_i32(struct tq_buf *b, int32_t v)
 {
-	size_t cap;
-	char *p;
-
-	if (b->oom)
-		return;
-	if (b->len + n > b->cap) {
-		cap = b->cap ? b->cap : 256;
-		while (cap < b->len + n)
-			cap *= 2;
-		p = realloc(b->p, cap);
-		if (!p) {
-			b->oom = true;
-			return;
-		}
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, data, n);
-	b->len += n;
+	tq_buf_put(b, &v, sizeof(v));
 }
 
-static void pp_put_i32(struct pp_buf *b, int32_t v)
+static void pp_put_i64(struct tq_buf *b, int64_t v)
 {
-	pp_put(b, &v, sizeof(v));
+	tq_buf_put(b, &v, sizeof(v));
 }
 
-static void pp_put_i64(struct pp_buf *b, int64_t v)
+static void pp_put_u8(struct tq_buf *b, uint8_t v)
 {
-	pp_put(b, &v, sizeof(v));
-}
-
-static void pp_put_u8(struct pp_buf *b, uint8_t v)
-{
-	pp_put(b, &v, sizeof(v));
+	tq_buf_put(b, &v, sizeof(v));
 }
 
 /* A string and its NUL, at most max bytes of it. */
-static void pp_put_str(struct pp_buf *b, const char *s, size_t max)
+static void pp_put_str(struct tq_buf *b, const char *s, size_t max)
 {
 	size_t n = s ? strnlen(s, max) : 0;
 
-	pp_put(b, s ? s : "", n);
+	tq_buf_put(b, s ? s : "", n);
 	pp_put_u8(b, 0);
 }
 
 /* Start a frame: room for the header. */
-static void pp_begin(struct pp_buf *b, enum pp_kind kind)
+static void pp_begin(struct tq_buf *b, enum pp_kind kind)
 {
 	uint32_t zero = 0;
 
 	b->len = 0;
-	pp_put(b, &zero, sizeof(zero));
+	tq_buf_put(b, &zero, sizeof(zero));
 	pp_put_u8(b, (uint8_t)kind);
 }
 
@@ -171,11 +143,11 @@ static int pp_send_all(int fd, const char *p, size_t n)
 }
 
 /* Finish the frame begun with pp_begin() and send it. */
-static int pp_send(int fd, struct pp_buf *b)
+static int pp_send(int fd, struct tq_buf *b)
 {
 	uint32_t len;
 
-	if (b->oom)
+	if (b->failed)
 		return -ENOMEM;
 	if (b->len - PP_HDR_LEN > PP_FRAME_MAX)
 		return -E2BIG;
@@ -314,7 +286,7 @@ static void pp_child_on_exit(int status, void *arg)
 static int pp_child_set_progress(struct taskq_job *job, int percent,
 				 const char *message)
 {
-	struct pp_buf b = { 0 };
+	struct tq_buf b = { 0 };
 
 	if (!job || percent < 0 || percent > 100)
 		return TASKQ_EINVAL;
@@ -327,7 +299,7 @@ static int pp_child_set_progress(struct taskq_job *job, int percent,
 		atomic_store(&job->cancelled, 1);
 	}
 	free(b.p);
-	return b.oom ? TASKQ_ENOMEM : TASKQ_OK;
+	return b.failed ? TASKQ_ENOMEM : TASKQ_OK;
 }
 
 static int pp_child_is_cancelled(const struct taskq_job *job)
@@ -489,7 +461,7 @@ static void pp_child_job(const struct tq_procpool *pp, const char *body,
 	struct pp_cur c = { .p = body, .left = len };
 	enum taskq_outcome outcome;
 	struct taskq_job job;
-	struct pp_buf b = { 0 };
+	struct tq_buf b = { 0 };
 	const char *id, *type, *payload;
 	int32_t idx, attempt;
 	int64_t remaining;
@@ -825,7 +797,7 @@ static enum taskq_outcome pp_supervise(struct tq_procpool *pp, pid_t pid,
 	bool timed_out = false, reaped = false, have_outcome = false, ok;
 	int64_t now, cancel_at = 0, term_at = 0;
 	int timeout_s = 0, status = 0, r;
-	struct pp_buf b = { 0 };
+	struct tq_buf b = { 0 };
 	char why[160], sig[32];
 	uint8_t kind;
 	size_t len;
@@ -935,7 +907,7 @@ enum taskq_outcome tq_procpool_run(struct tq_procpool *pp,
 				   struct taskq_job *job)
 {
 	enum taskq_outcome outcome;
-	struct pp_buf b = { 0 };
+	struct tq_buf b = { 0 };
 	enum pp_return how;
 	int slot, tries, r;
 	int64_t remaining;
