@@ -10,8 +10,9 @@
  *                  (415, 413 from Content-Length)
  *   data calls     append the body to a buffer bounded by max_body_bytes
  *   last call      parse, validate, queue it for the group commit and
- *                  suspend the connection; the committer resumes it, and
- *                  a call after the last dispatches and answers 201
+ *                  suspend the connection; the committer dispatches the
+ *                  job and resumes it, and a call after the last answers
+ *                  201
  *
  * The thread serves its other connections while one waits for the disk.
  * A batch, a listing and a lookup run in the thread itself.
@@ -740,9 +741,10 @@ static char *new_job_json(const struct tq_job_spec *spec, const struct tq_insert
 	return text;
 }
 
-/* The submission is committed (rc 0) or failed: answer it. */
-static enum MHD_Result answer_submit(struct tq_api *api, struct MHD_Connection *conn,
-				     struct api_request *req, int rc)
+/* The submission is committed (rc 0: after_commit() was called) or
+ * failed: answer it. */
+static enum MHD_Result answer_submit(struct MHD_Connection *conn, struct api_request *req,
+				     int rc)
 {
 	const struct tq_inserted *ins = &req->ins;
 	char location[64];
@@ -752,7 +754,6 @@ static enum MHD_Result answer_submit(struct tq_api *api, struct MHD_Connection *
 		return store_error(conn, req, rc == -ESHUTDOWN ? -EAGAIN : rc);
 	/* Committed: from here on the job exists whatever happens. */
 	memcpy(req->job_id, ins->id, sizeof(req->job_id));
-	after_commit(api, &req->spec, ins);
 	job_json = new_job_json(&req->spec, ins);
 	if (!job_json && asprintf(&job_json, "{\"id\":\"%s\"}", ins->id) < 0)
 		return MHD_NO;
@@ -760,13 +761,16 @@ static enum MHD_Result answer_submit(struct tq_api *api, struct MHD_Connection *
 	return respond(conn, req, MHD_HTTP_CREATED, job_json, location, NULL);
 }
 
-/* On a committer thread: wake the connection.  req is libmicrohttpd's
- * again as soon as it is resumed. */
+/* On a committer thread: hand the job on at once (its dispatch does not
+ * wait for the answer's turn on the HTTP thread), then wake the
+ * connection.  req is libmicrohttpd's again as soon as it is resumed. */
 static void submit_done(struct tq_submission *s, int rc)
 {
 	struct api_request *req = s->arg;
 	struct tq_api *api = req->api;
 
+	if (rc == 0)
+		after_commit(api, &req->spec, &req->ins);
 	req->sub.rc = rc;
 	req->state = SUBMIT_DONE;
 	MHD_resume_connection(req->conn);
@@ -790,7 +794,7 @@ static enum MHD_Result handle_submit(struct tq_api *api,
 	int rc;
 
 	if (req->state == SUBMIT_DONE)
-		return answer_submit(api, conn, req, req->sub.rc);
+		return answer_submit(conn, req, req->sub.rc);
 	if (req->state == SUBMIT_WAITING)
 		return MHD_YES;
 	if (prepare_spec(api, req->body ? req->body : "", req->len, &req->spec, &e) < 0)
@@ -798,7 +802,9 @@ static enum MHD_Result handle_submit(struct tq_api *api,
 	if (!api->deps.submit) {
 		req->state = SUBMIT_DONE;
 		rc = tq_store_insert_many(api->deps.store, &req->spec, 1, &req->ins);
-		return answer_submit(api, conn, req, rc);
+		if (rc == 0)
+			after_commit(api, &req->spec, &req->ins);
+		return answer_submit(conn, req, rc);
 	}
 	pthread_mutex_lock(&api->lock);
 	stopping = api->stopping;
@@ -809,7 +815,7 @@ static enum MHD_Result handle_submit(struct tq_api *api,
 	pthread_mutex_unlock(&api->lock);
 	req->state = SUBMIT_DONE;
 	if (stopping)
-		return answer_submit(api, conn, req, -ESHUTDOWN);
+		return answer_submit(conn, req, -ESHUTDOWN);
 	req->api = api;
 	req->conn = conn;
 	req->sub = (struct tq_submission){.spec = &req->spec, .out = &req->ins,

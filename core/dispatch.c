@@ -264,8 +264,11 @@ void tq_dispatch_push(struct tq_dispatch *d, const char *queue, int priority,
 	snprintf(e->id, sizeof(e->id), "%s", id);
 	snprintf(e->queue, sizeof(e->queue), "%s", queue);
 	e->priority = priority;
-	d->count++;
-	pthread_cond_signal(&d->wake);
+	/* The dispatcher waits only while nothing is queued (or, after a
+	 * failed push, for its retry time): the first id wakes it, and it
+	 * takes the others before it waits again. */
+	if (d->count++ == 0)
+		pthread_cond_signal(&d->wake);
 	pthread_mutex_unlock(&d->lock);
 }
 
