@@ -56,7 +56,7 @@ struct tq_submission {
 int tq_submit_async(struct tq_submit *sub, struct tq_submission *s);
 
 /* Insert n jobs in one transaction (all or nothing) in the caller's
- * thread, claiming as tq_submit_one() does.  out[i].pending: to dispatch;
+ * thread, claiming as the group commit does.  out[i].pending: to dispatch;
  * out[i].running: claimed, already handed to the workers. */
 int tq_submit_many(struct tq_submit *sub, const struct tq_job_spec *specs, size_t n,
 		   struct tq_inserted *out);
