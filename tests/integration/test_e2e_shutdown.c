@@ -153,11 +153,13 @@ static void test_grace_period_is_bounded(void **state)
 }
 
 /* SIGTERM while a submission waits for its commit: it is committed and
- * answered 201 before the process exits 0. */
+ * answered 201 before the process exits 0; one that arrives meanwhile is
+ * refused with 503 and changes nothing. */
 static void test_sigterm_answers_waiting_submission(void **state)
 {
 	struct th_daemon *d = th_daemon_start(NULL);
 	struct th_async sub;
+	struct th_resp late;
 	PGconn *lock;
 	char *st;
 
@@ -168,10 +170,16 @@ static void test_sigterm_answers_waiting_submission(void **state)
 	assert_int_equal(kill(d->pid, SIGTERM), 0);
 	th_sleep_ms(300);
 	assert_true(th_daemon_alive(d)); /* it waits for the commit */
+	th_http(d, "POST", "/v1/jobs", "{\"type\":\"echo\",\"payload\":{}}",
+		"application/json", &late);
+	assert_int_equal(late.status, 503);
+	assert_string_equal(th_resp_code(&late), "UNAVAILABLE");
+	th_resp_free(&late);
 	th_jobs_unlock(lock);
 	th_http_join(&sub);
 	assert_int_equal(sub.resp.status, 201);
 	assert_int_equal(th_daemon_signal_wait(d, 0, 15000), 0);
+	assert_int_equal(th_jobs_count(), 1);
 	st = th_job_field(th_json_str(sub.resp.json, "id"), "status");
 	assert_non_null(st);
 	free(st);
