@@ -109,6 +109,7 @@ struct api_request {
 	struct tq_job_spec spec; /* owned from SUBMIT_WAITING on */
 	struct tq_inserted ins;
 	struct tq_submission sub;
+	int rc; /* the commit's, from SUBMIT_DONE on */
 };
 
 /* --- routing (pure) ----------------------------------------------------- */
@@ -771,7 +772,7 @@ static void submit_done(struct tq_submission *s, int rc)
 
 	if (rc == 0)
 		after_commit(api, &req->spec, &req->ins);
-	req->sub.rc = rc;
+	req->rc = rc;
 	req->state = SUBMIT_DONE;
 	MHD_resume_connection(req->conn);
 	pthread_mutex_lock(&api->lock);
@@ -794,7 +795,7 @@ static enum MHD_Result handle_submit(struct tq_api *api,
 	int rc;
 
 	if (req->state == SUBMIT_DONE)
-		return answer_submit(conn, req, req->sub.rc);
+		return answer_submit(conn, req, req->rc);
 	if (req->state == SUBMIT_WAITING)
 		return MHD_YES;
 	if (prepare_spec(api, req->body ? req->body : "", req->len, &req->spec, &e) < 0)
@@ -813,9 +814,10 @@ static enum MHD_Result handle_submit(struct tq_api *api,
 		api->unanswered++;
 	}
 	pthread_mutex_unlock(&api->lock);
-	req->state = SUBMIT_DONE;
-	if (stopping)
+	if (stopping) {
+		req->state = SUBMIT_DONE;
 		return answer_submit(conn, req, -ESHUTDOWN);
+	}
 	req->api = api;
 	req->conn = conn;
 	req->sub = (struct tq_submission){.spec = &req->spec, .out = &req->ins,
