@@ -711,23 +711,33 @@ static void *fetcher_main(void *arg)
 	}
 	while (!atomic_load(&pool->stopping)) {
 		size_t want, keep, n = 0, claimed = 0;
-		int r;
+		bool backlog;
+		int r = 0;
 
 		pthread_mutex_lock(&pool->lock);
 		while (pool->slots == 0 && !atomic_load(&pool->stopping))
 			pthread_cond_wait(&pool->slot_cv, &pool->lock);
 		want = (size_t)pool->slots < FETCH_MAX ? (size_t)pool->slots : FETCH_MAX;
+		backlog = pool->backlog;
 		pthread_mutex_unlock(&pool->lock);
 		if (atomic_load(&pool->stopping))
 			break;
 
-		r = tq_queue_take(pool->fetch_q, queues, want, ids, from, &n);
+		/* A blocking pop returns at once what is ready, but cannot
+		 * tell that the lists were empty: while a backlog is flagged,
+		 * take without waiting first, so that an empty answer can
+		 * clear it.  Without one, that take is a wasted round trip. */
+		if (backlog)
+			r = tq_queue_take(pool->fetch_q, queues, want, ids, from, &n);
 		if (r == 0 && n == 0) {
-			/* nothing waits in Redis: until something does, the
-			 * submitters may claim their own jobs */
-			pthread_mutex_lock(&pool->lock);
-			pool->backlog = false;
-			pthread_mutex_unlock(&pool->lock);
+			if (backlog) {
+				/* nothing waits in Redis: until something
+				 * does, the submitters may claim their own
+				 * jobs */
+				pthread_mutex_lock(&pool->lock);
+				pool->backlog = false;
+				pthread_mutex_unlock(&pool->lock);
+			}
 			r = tq_queue_pop_many(pool->fetch_q, queues, want, POP_TIMEOUT_S, ids,
 					      from, &n);
 		}

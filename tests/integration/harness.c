@@ -483,22 +483,18 @@ long th_redis_forget(const struct th_daemon *d)
 	return th_redis_del_matching(match);
 }
 
-/* DEL every key matching pattern; the count, or -1. */
-static int th_redis_del_matching(const char *pattern)
+/* A connection to the test Redis (TASKQ_TEST_REDIS_URL), or NULL. */
+static redisContext *th_redis_connect(void)
 {
 	char host[256] = "127.0.0.1";
 	const char *p = th.redis_url, *h, *colon, *end;
 	long port = 6379;
 	char *num_end;
-	redisContext *rc = NULL;
-	redisReply *rep = NULL, *del;
-	char cursor[32] = "0";
+	redisContext *rc;
 	struct timeval tv = { .tv_sec = 3 };
-	size_t i;
-	int deleted = -1;
 
 	if (strncmp(p, "redis://", 8) != 0)
-		return -1;
+		return NULL;
 	h = p + 8;
 	if (strchr(h, '@'))
 		h = strchr(h, '@') + 1;
@@ -507,17 +503,59 @@ static int th_redis_del_matching(const char *pattern)
 	if (colon) {
 		port = strtol(colon + 1, &num_end, 10);
 		if (num_end == colon + 1 || port <= 0 || port > 65535)
-			return -1;
+			return NULL;
 	} else {
 		colon = end;
 	}
 	if ((size_t)(colon - h) >= sizeof(host) || colon == h)
-		return -1;
+		return NULL;
 	memcpy(host, h, (size_t)(colon - h));
 	host[colon - h] = '\0';
 
 	rc = redisConnectWithTimeout(host, (int)port, tv);
-	if (!rc || rc->err)
+	if (rc && rc->err) {
+		redisFree(rc);
+		rc = NULL;
+	}
+	return rc;
+}
+
+long th_redis_calls(const char *command)
+{
+	redisContext *rc = th_redis_connect();
+	redisReply *rep;
+	char key[64];
+	const char *at;
+	long calls = 0;
+
+	if (!rc)
+		fail_msg("cannot connect to redis at %s", th.redis_url);
+	rep = redisCommand(rc, "INFO commandstats");
+	if (!rep || rep->type != REDIS_REPLY_STRING) {
+		freeReplyObject(rep);
+		redisFree(rc);
+		fail_msg("redis INFO commandstats failed");
+	}
+	if (th_fmt(key, sizeof(key), "\ncmdstat_%s:calls=", command))
+		fail_msg("command name too long");
+	at = strstr(rep->str, key);
+	if (at)
+		calls = strtol(at + strlen(key), NULL, 10);
+	freeReplyObject(rep);
+	redisFree(rc);
+	return calls;
+}
+
+/* DEL every key matching pattern; the count, or -1. */
+static int th_redis_del_matching(const char *pattern)
+{
+	redisContext *rc = th_redis_connect();
+	redisReply *rep = NULL, *del;
+	char cursor[32] = "0";
+	size_t i;
+	int deleted = -1;
+
+	if (!rc)
 		goto out;
 	deleted = 0;
 	do {

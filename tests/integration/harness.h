@@ -220,6 +220,9 @@ void th_pg_start(void);
 /* Delete every Redis key of the daemon's prefix (what a Redis restart
  * without persistence or FLUSHALL does to it); returns how many. */
 long th_redis_forget(const struct th_daemon *d);
+/* How many times the Redis server ran command (lower case, as INFO
+ * commandstats names it) since it started; fails the test when INFO fails. */
+long th_redis_calls(const char *command);
 
 /* ---- the record plugin's file ----
  *

@@ -174,6 +174,32 @@ static void test_batch_runs_in_parallel(void **state)
 	th_case_passed();
 }
 
+/*
+ * Jobs that come one at a time cost the fetcher one pop each: with
+ * nothing waiting in Redis it blocks in BLMPOP at once, without first
+ * asking with LMPOP, which would find the lists empty every time.
+ */
+static void test_fetch_blocks_at_once(void **state)
+{
+	struct th_daemon *d = th_daemon_start("TASKQ_CLAIM_ON_SUBMIT=false", NULL);
+	char id[TH_ID_LEN];
+	long takes, pops;
+	cJSON *job;
+
+	(void)state;
+	takes = th_redis_calls("lmpop");
+	pops = th_redis_calls("blmpop");
+	for (int i = 0; i < 10; i++) {
+		th_submit(d, "{\"type\":\"echo\",\"payload\":{}}", id);
+		job = th_wait_status(d, id, "completed", 10000);
+		cJSON_Delete(job);
+	}
+	assert_int_equal(th_redis_calls("lmpop") - takes, 0);
+	assert_true(th_redis_calls("blmpop") - pops >= 10);
+	th_daemon_stop(d, 10000);
+	th_case_passed();
+}
+
 static int group_setup(void **state)
 {
 	(void)state;
@@ -192,6 +218,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_batch_runs_in_parallel,
 						th_case_setup, th_case_teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_submissions,
+						th_case_setup, th_case_teardown),
+		cmocka_unit_test_setup_teardown(test_fetch_blocks_at_once,
 						th_case_setup, th_case_teardown),
 	};
 
