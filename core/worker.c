@@ -191,7 +191,12 @@ static int queue_done(struct tq_workers *pool, const struct tq_claim *c, char *r
 	d->token = c->token;
 	d->duration_ms = duration_ms;
 	d->give_up_ms = tq_now_ms() + (int64_t)pool->cfg->lease_s * 1000;
-	pthread_cond_signal(&pool->done_cv);
+	/* While a submitter is busy the completers only wait for its
+	 * statement to take the queue along (wait_for_rider()): wake one
+	 * for the first completion, which starts its wait, and for a full
+	 * batch, not for every one in between. */
+	if (!pool->riding || pool->doneq_len == 1 || pool->doneq_len >= COMPLETE_BATCH_MAX)
+		pthread_cond_signal(&pool->done_cv);
 	pthread_mutex_unlock(&pool->lock);
 	return 0;
 }
