@@ -47,6 +47,9 @@
  * process while an attempt runs. */
 #define PP_TICK_MS 50
 #define PP_GRACE_DEFAULT_MS 2000
+/* What one read takes of a peer's frames: a frame this small (a no-op's
+ * attempt or outcome is about a hundred bytes) costs one system call. */
+#define PP_RX_BUF 4096
 /* How long a process that was asked to stop (its socket closed) may take. */
 #define PP_STOP_WAIT_MS 1000
 /* Longest progress message sent (the host keeps less). */
@@ -177,31 +180,85 @@ static int pp_read_all(int fd, void *buf, size_t n)
 	return 0;
 }
 
-/* One frame: its kind and its body (malloc'd, NUL-terminated). */
-static int pp_recv(int fd, uint8_t *kind, char **body, size_t *len)
+/*
+ * The frames coming in on one socket.  A read takes whatever has arrived,
+ * up to PP_RX_BUF, instead of the header and then the body, so the
+ * frames that follow one another stay buffered here for the next call.
+ */
+struct pp_rx {
+	int fd;
+	size_t start, end; /* the bytes not taken yet: buf[start, end) */
+	char buf[PP_RX_BUF];
+};
+
+static void pp_rx_init(struct pp_rx *rx, int fd)
 {
-	unsigned char hdr[PP_HDR_LEN];
+	rx->fd = fd;
+	rx->start = rx->end = 0;
+}
+
+/* Bytes of a frame are here already: the next pp_recv() may not block. */
+static bool pp_rx_pending(const struct pp_rx *rx)
+{
+	return rx->end > rx->start;
+}
+
+/* One read into the free end of the buffer: 0, -EPIPE at end of file,
+ * -errno. */
+static int pp_rx_fill(struct pp_rx *rx)
+{
+	ssize_t r;
+
+	if (rx->start > 0) {
+		memmove(rx->buf, rx->buf + rx->start, rx->end - rx->start);
+		rx->end -= rx->start;
+		rx->start = 0;
+	}
+	do
+		r = read(rx->fd, rx->buf + rx->end, sizeof(rx->buf) - rx->end);
+	while (r < 0 && errno == EINTR);
+	if (r == 0)
+		return -EPIPE;
+	if (r < 0)
+		return -errno;
+	rx->end += (size_t)r;
+	return 0;
+}
+
+/* One frame: its kind and its body (malloc'd, NUL-terminated).  What the
+ * buffer does not hold of a long body is read straight into it. */
+static int pp_recv(struct pp_rx *rx, uint8_t *kind, char **body, size_t *len)
+{
+	size_t have;
 	uint32_t n;
 	char *p;
 	int r;
 
 	*body = NULL;
-	r = pp_read_all(fd, hdr, sizeof(hdr));
-	if (r < 0)
-		return r;
-	memcpy(&n, hdr, sizeof(n));
+	while (rx->end - rx->start < PP_HDR_LEN) {
+		r = pp_rx_fill(rx);
+		if (r < 0)
+			return r;
+	}
+	memcpy(&n, rx->buf + rx->start, sizeof(n));
 	if (n > PP_FRAME_MAX)
 		return -EPROTO;
 	p = malloc((size_t)n + 1);
 	if (!p)
 		return -ENOMEM;
-	r = pp_read_all(fd, p, n);
+	*kind = (uint8_t)rx->buf[rx->start + 4];
+	rx->start += PP_HDR_LEN;
+	have = rx->end - rx->start < n ? rx->end - rx->start : n;
+	memcpy(p, rx->buf + rx->start, have);
+	rx->start += have;
+	if (rx->start == rx->end)
+		rx->start = rx->end = 0;
+	r = pp_read_all(rx->fd, p + have, n - have);
 	if (r < 0) {
 		free(p);
 		return r;
 	}
 	p[n] = '\0';
-	*kind = hdr[4];
 	*body = p;
 	*len = n;
 	return 0;
@@ -271,6 +328,7 @@ static const char *pp_get_str(struct pp_cur *c)
 
 /* The process runs one thread and one pool: plain statics are its state. */
 static int pp_child_fd = -1;
+static struct pp_rx pp_child_rx; /* what the parent sent */
 static bool pp_child_orphan; /* the parent closed the socket */
 static struct taskq_host pp_child_host;
 
@@ -315,8 +373,8 @@ static int pp_child_is_cancelled(const struct taskq_job *job)
 	if (job->deadline_ms > 0 && tq_now_ms() >= job->deadline_ms)
 		return 1;
 	/* the parent sends nothing but a cancel while an attempt runs */
-	while (poll(&pfd, 1, 0) > 0) {
-		if (pp_recv(pp_child_fd, &kind, &body, &len) < 0) {
+	while (pp_rx_pending(&pp_child_rx) || poll(&pfd, 1, 0) > 0) {
+		if (pp_recv(&pp_child_rx, &kind, &body, &len) < 0) {
 			pp_child_orphan = true;
 			atomic_store(&j->cancelled, 1);
 			break;
@@ -430,6 +488,7 @@ static void pp_child_setup(const struct tq_procpool *pp, int sock,
 	on_exit(pp_child_on_exit, NULL);
 
 	pp_child_fd = sock;
+	pp_rx_init(&pp_child_rx, sock);
 	pp_child_host = tq_host;
 	pp_child_host.set_progress = pp_child_set_progress;
 	pp_child_host.is_cancelled = pp_child_is_cancelled;
@@ -509,7 +568,7 @@ static void pp_child_main(const struct tq_procpool *pp, int sock, pid_t parent)
 
 	pp_child_setup(pp, sock, parent);
 	while (!pp_child_orphan) {
-		if (pp_recv(sock, &kind, &body, &len) < 0)
+		if (pp_recv(&pp_child_rx, &kind, &body, &len) < 0)
 			break; /* the parent closed the socket: stop */
 		if (kind == PP_MSG_JOB)
 			pp_child_job(pp, body, len);
@@ -798,11 +857,15 @@ static enum taskq_outcome pp_supervise(struct tq_procpool *pp, pid_t pid,
 	int64_t now, cancel_at = 0, term_at = 0;
 	int timeout_s = 0, status = 0, r;
 	struct tq_buf b = { 0 };
+	struct pp_rx rx;
 	char why[160], sig[32];
 	uint8_t kind;
 	size_t len;
 	char *body;
 
+	/* the process sends nothing between attempts: this attempt's frames
+	 * are all read here */
+	pp_rx_init(&rx, fd);
 	if (job->deadline_ms > 0) {
 		int64_t left = job->deadline_ms - tq_now_ms();
 
@@ -834,11 +897,11 @@ static enum taskq_outcome pp_supervise(struct tq_procpool *pp, pid_t pid,
 			kill_sent = true;
 		}
 
-		r = poll(&pfd, 1, PP_TICK_MS);
+		r = pp_rx_pending(&rx) ? 1 : poll(&pfd, 1, PP_TICK_MS);
 		if (r < 0 && errno != EINTR)
 			break;
 		if (r > 0) {
-			r = pp_recv(fd, &kind, &body, &len);
+			r = pp_recv(&rx, &kind, &body, &len);
 			if (r < 0)
 				break; /* the process is gone (or broke the wire) */
 			if (kind == PP_MSG_PROGRESS) {
@@ -863,7 +926,13 @@ static enum taskq_outcome pp_supervise(struct tq_procpool *pp, pid_t pid,
 
 	if (have_outcome) {
 		*how = PP_KEEP;
-		if (term_sent) {
+		if (pp_rx_pending(&rx)) {
+			/* it wrote after its outcome: the wire cannot be
+			 * trusted for the next attempt */
+			kill(pid, SIGKILL);
+			pp_reap(pid, &status, kill_grace);
+			*how = PP_GONE;
+		} else if (term_sent) {
 			/* signalled on its way out: do not run it again */
 			pp_reap(pid, &status, kill_grace);
 			*how = PP_GONE;

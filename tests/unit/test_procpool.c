@@ -362,6 +362,50 @@ static void test_progress_relayed(void **state)
 	tq_job_clear(&job);
 }
 
+/*
+ * Frames that arrive together are each taken: a hundred progress reports
+ * sent back to back, then the outcome, most of them in one read.  And a
+ * frame longer than one read: a 64 KiB payload whose last member the
+ * handler reads.  The same process runs both, so neither left the wire
+ * out of step.
+ */
+static void test_frames_together_and_long(void **state)
+{
+	struct fx *fx = *state;
+	const struct tq_type *t = type(fx, "test.progress");
+	struct taskq_job job;
+	size_t pad = 64 * 1024;
+	char *payload = malloc(pad + 64), *msg = NULL;
+	int percent = -1, n;
+	pid_t pid;
+
+	assert_non_null(payload);
+	assert_int_equal(run(t, &job, "{\"steps\":100,\"step_ms\":0}", 10000), TASKQ_DONE);
+	assert_null(job.error);
+	assert_int_equal(result_int(job.result, "steps"), 100);
+	assert_true(tq_job_take_progress(&job, &percent, &msg));
+	assert_int_equal(percent, 100);
+	assert_string_equal(msg, "step 100 of 100");
+	free(msg);
+	pid = (pid_t)result_pid(job.result);
+	tq_job_clear(&job);
+
+	n = snprintf(payload, 64, "{\"pad\":\"");
+	memset(payload + n, 'x', pad);
+	snprintf(payload + n + pad, 64, "\",\"steps\":7,\"step_ms\":0}");
+	assert_int_equal(run(t, &job, payload, 10000), TASKQ_DONE);
+	assert_null(job.error);
+	assert_int_equal(result_int(job.result, "steps"), 7);
+	assert_int_equal(result_pid(job.result), (long)pid);
+	tq_job_clear(&job);
+
+	assert_int_equal(run(t, &job, "{\"steps\":1,\"step_ms\":0}", 10000), TASKQ_DONE);
+	assert_int_equal(result_int(job.result, "steps"), 1);
+	assert_int_equal(result_pid(job.result), (long)pid);
+	tq_job_clear(&job);
+	free(payload);
+}
+
 struct runner {
 	const struct tq_type *t;
 	struct taskq_job job;
@@ -688,6 +732,7 @@ int main(void)
 		P(test_timeout_term),
 		P(test_timeout_kill),
 		P(test_progress_relayed),
+		P(test_frames_together_and_long),
 		P(test_cancel_process_cooperative),
 		P(test_cancel_process_ignored),
 		P(test_recycle_and_memory_limit),
