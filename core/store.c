@@ -684,6 +684,8 @@ static int conn_connect(struct tq_store *s, struct store_conn *c,
 			      "-c plan_cache_mode=force_generic_plan -c enable_seqscan=off "
 			      "-c enable_hashjoin=off -c enable_mergejoin=off",
 			      s->conninfo, NULL};
+	PGresult *res;
+	bool schema;
 	int i;
 
 	conn_drop(c);
@@ -698,9 +700,23 @@ static int conn_connect(struct tq_store *s, struct store_conn *c,
 		return -EAGAIN;
 	}
 	PQsetNoticeProcessor(c->pg, notice_processor, NULL);
-	/* statements on tables that do not exist yet are prepared on
-	 * first use */
-	for (i = 0; i < ST_COUNT; i++) {
+	/* Statements on tables that do not exist yet are prepared on first
+	 * use.  Before the first migration none is prepared here: each
+	 * would fail and leave an error in PostgreSQL's log, two dozen for
+	 * every new connection of a fresh install. */
+	res = PQexec(c->pg, "SELECT to_regclass('jobs') IS NOT NULL");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+		PQclear(res);
+		if (!conn_ok(c)) {
+			trim_msg(PQerrorMessage(c->pg), why, whylen);
+			conn_drop(c);
+			return -EAGAIN;
+		}
+		return 0; /* unknown: leave them all to first use */
+	}
+	schema = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	for (i = 0; schema && i < ST_COUNT; i++) {
 		if (conn_prepare(c, i, NULL) < 0 && !conn_ok(c)) {
 			trim_msg(PQerrorMessage(c->pg), why, whylen);
 			conn_drop(c);

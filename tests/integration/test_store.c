@@ -334,6 +334,39 @@ static void test_open_closed_port(void **state)
 	assert_null(s);
 }
 
+/*
+ * Before the first migration a new connection prepares nothing: each
+ * statement on the missing tables would fail, an error in PostgreSQL's
+ * log and a rolled-back transaction in its statistics, two dozen for
+ * every connection of a fresh install.  The connection's statistics are
+ * flushed as it exits, before it leaves pg_stat_activity.
+ */
+static void test_connect_before_schema_quietly(void **state)
+{
+	struct tq_store *fresh = NULL;
+	char err[256] = "", *conninfo = NULL;
+	const char *rollbacks = "SELECT xact_rollback FROM pg_stat_database "
+				"WHERE datname = current_database()";
+	long long before;
+	int64_t deadline;
+
+	(void)state;
+	assert_true(asprintf(&conninfo, "%s application_name=tq_before_schema",
+			     db_conninfo) > 0);
+	before = sql_long(rollbacks, NULL);
+	assert_int_equal(tq_store_open(&fresh, conninfo, 2, err, sizeof(err)), 0);
+	assert_int_equal(tq_store_ping(fresh), 0);
+	tq_store_close(fresh);
+	deadline = mono_ms() + 10000;
+	while (sql_long("SELECT count(*) FROM pg_stat_activity "
+			"WHERE application_name = 'tq_before_schema'", NULL) > 0) {
+		assert_true(mono_ms() < deadline);
+		usleep(20000);
+	}
+	assert_int_equal(sql_long(rollbacks, NULL) - before, 0);
+	free(conninfo);
+}
+
 static void test_migrate(void **state)
 {
 	int64_t ms = -1;
@@ -1654,6 +1687,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_open_closed_port),
+		cmocka_unit_test(test_connect_before_schema_quietly),
 		cmocka_unit_test(test_migrate),
 		cmocka_unit_test(test_plans_by_primary_key),
 		cmocka_unit_test(test_plans_by_partial_index),
