@@ -99,6 +99,8 @@ struct tq_workers {
 	/* claims waiting for a worker: a ring of cap = n + prefetch */
 	struct queued *runq;
 	size_t runq_head, runq_len, runq_cap;
+	int sleeping; /* workers waiting on runnable */
+	int waking;   /* of those, signalled and not yet back: at most 1 */
 	/* cap - running - queued - reserved (by the fetcher for its claim,
 	 * by submitters for theirs): how many more to claim */
 	int slots;
@@ -644,10 +646,8 @@ out:
 }
 
 /* Queue n claims for the workers (their slots already taken); lock
- * held.  The caller then wakes one worker with wake_worker(), after
- * unlocking: a worker that takes a claim while more wait wakes the next
- * (worker_main()), so that short jobs run one after another on the few
- * workers awake instead of costing a thread switch each. */
+ * held.  The caller then asks need_wake() and, after unlocking, wakes a
+ * worker with wake_worker(). */
 static void enqueue(struct tq_workers *pool, struct tq_claim *claims, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
@@ -658,7 +658,24 @@ static void enqueue(struct tq_workers *pool, struct tq_claim *claims, size_t n)
 	}
 }
 
-/* Wake an idle worker, if any, for what enqueue() queued. */
+/*
+ * Whether a sleeping worker must be woken for the claims queued; lock
+ * held.  One wake-up at a time: a worker that takes a claim while more
+ * wait wakes the next (worker_main()), and none is woken while another is
+ * on its way.  Short jobs then run one after another on the workers
+ * awake, which take the next claim before a woken thread would have got
+ * a CPU, instead of costing a thread switch each; long ones still spread
+ * over the pool, one thread switch apart.
+ */
+static bool need_wake(struct tq_workers *pool)
+{
+	if (pool->runq_len == 0 || pool->sleeping == 0 || pool->waking > 0)
+		return false;
+	pool->waking++;
+	return true;
+}
+
+/* Wake one sleeping worker; after need_wake(), without the lock. */
 static void wake_worker(struct tq_workers *pool)
 {
 	pthread_cond_signal(&pool->runnable);
@@ -672,18 +689,26 @@ static void *worker_main(void *arg)
 	pthread_mutex_lock(&pool->lock);
 	for (;;) {
 		struct queued q;
-		bool more;
+		bool wake;
 
-		while (pool->runq_len == 0 && !atomic_load(&pool->stopping))
+		while (pool->runq_len == 0 && !atomic_load(&pool->stopping)) {
+			pool->sleeping++;
 			pthread_cond_wait(&pool->runnable, &pool->lock);
+			pool->sleeping--;
+			/* the one signalled, or one that woke on its own
+			 * first: either way the wake-up in flight is over,
+			 * even if another worker took the claim meanwhile */
+			if (pool->waking > 0)
+				pool->waking--;
+		}
 		if (atomic_load(&pool->stopping))
 			break;
 		q = pool->runq[pool->runq_head];
 		pool->runq_head = (pool->runq_head + 1) % pool->runq_cap;
 		pool->runq_len--;
-		more = pool->runq_len > 0;
+		wake = need_wake(pool);
 		pthread_mutex_unlock(&pool->lock);
-		if (more)
+		if (wake)
 			wake_worker(pool);
 
 		run_claimed(w, &q.claim, q.cancel);
@@ -716,7 +741,7 @@ static void *fetcher_main(void *arg)
 	}
 	while (!atomic_load(&pool->stopping)) {
 		size_t want, keep, n = 0, claimed = 0;
-		bool backlog;
+		bool backlog, wake;
 		int r = 0;
 
 		pthread_mutex_lock(&pool->lock);
@@ -781,8 +806,9 @@ static void *fetcher_main(void *arg)
 		pool->slots += (int)(n - (r ? 0 : claimed));
 		if (!r)
 			enqueue(pool, claims, claimed);
+		wake = need_wake(pool);
 		pthread_mutex_unlock(&pool->lock);
-		if (!r && claimed)
+		if (wake)
 			wake_worker(pool);
 		if (r && r != -EAGAIN)
 			sleep_ms(STORE_RETRY_MS);
@@ -944,9 +970,12 @@ void tq_workers_hand(struct tq_workers *pool, struct tq_claim *claims, size_t n)
 {
 	pthread_mutex_lock(&pool->lock);
 	if (!atomic_load(&pool->stopping)) {
+		bool wake;
+
 		enqueue(pool, claims, n);
+		wake = need_wake(pool);
 		pthread_mutex_unlock(&pool->lock);
-		if (n)
+		if (wake)
 			wake_worker(pool);
 		return;
 	}
