@@ -148,6 +148,7 @@ static void *run(void *arg)
 	struct timespec ts;
 	bool last_failed = false;
 
+	pthread_setname_np(pthread_self(), "tq-dispatch");
 	if (!batch) {
 		tq_error("dispatcher: out of memory");
 		return NULL;

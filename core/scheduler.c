@@ -181,6 +181,7 @@ static void *run(void *arg)
 	struct tq_scheduler *s = arg;
 	struct timespec ts;
 
+	pthread_setname_np(pthread_self(), "tq-scheduler");
 	pthread_mutex_lock(&s->lock);
 	while (!s->stopping) {
 		int64_t now = mono_ms(), delay;

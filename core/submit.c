@@ -171,6 +171,7 @@ static void *committer(void *arg)
 	struct scratch *b;
 	bool ready = scratch_init(&b, (size_t)sub->max_batch) == 0 && batch;
 
+	pthread_setname_np(pthread_self(), "tq-commit");
 	pthread_mutex_lock(&sub->lock);
 	for (;;) {
 		size_t n;

@@ -273,6 +273,7 @@ static void *completer_main(void *arg)
 	struct tq_done *done = calloc(COMPLETE_BATCH_MAX, sizeof(*done));
 	bool *written = calloc(COMPLETE_BATCH_MAX, sizeof(*written));
 
+	pthread_setname_np(pthread_self(), "tq-complete");
 	if (!batch || !done || !written) {
 		tq_error("completer: out of memory; the other completer and the submitters "
 			 "write the completions");
@@ -618,6 +619,7 @@ static void *heartbeat_main(void *arg)
 	};
 	struct timespec next;
 
+	pthread_setname_np(pthread_self(), "tq-heartbeat");
 	if (!b.leases || !b.ids || !b.renewed || !b.cancel) {
 		tq_error("heartbeat: out of memory; leases will lapse");
 		goto out;
@@ -686,6 +688,7 @@ static void *worker_main(void *arg)
 	struct worker *w = arg;
 	struct tq_workers *pool = w->pool;
 
+	pthread_setname_np(pthread_self(), "tq-worker");
 	pthread_mutex_lock(&pool->lock);
 	for (;;) {
 		struct queued q;
@@ -735,6 +738,7 @@ static void *fetcher_main(void *arg)
 	unsigned short *from = calloc(FETCH_MAX, sizeof(*from));
 	struct tq_claim *claims = calloc(FETCH_MAX, sizeof(*claims));
 
+	pthread_setname_np(pthread_self(), "tq-fetch");
 	if (!ids || !from || !claims) {
 		tq_error("fetcher: out of memory; this node takes no jobs");
 		goto out;
