@@ -40,6 +40,7 @@
 #include "backoff.h"
 #include "config.h"
 #include "dispatch.h"
+#include "doneq.h"
 #include "job.h"
 #include "log.h"
 #include "plugin_host.h"
@@ -68,17 +69,6 @@ struct worker {
 struct queued {
 	struct tq_claim claim;
 	int cancel; /* enum tq_cancel_reason: told while it waited; never runs */
-};
-
-/* A completed attempt waiting for the completer. */
-struct done_item {
-	char id[37];
-	char *type;
-	char *result;
-	int attempt;
-	int64_t token;
-	long long duration_ms;
-	int64_t give_up_ms; /* stop retrying the write after this (lease) */
 };
 
 struct tq_workers {
@@ -111,8 +101,7 @@ struct tq_workers {
 	bool backlog;
 
 	/* completions waiting for the completer */
-	struct done_item *doneq;
-	size_t doneq_len, doneq_cap;
+	struct tq_doneq doneq;
 	bool completer_stop;
 	bool riding; /* a submitter is busy: its next transaction takes them */
 
@@ -164,40 +153,28 @@ static int write_failure(struct tq_workers *pool, const struct tq_claim *c,
 static int queue_done(struct tq_workers *pool, const struct tq_claim *c, char *result,
 		      long long duration_ms)
 {
-	struct done_item *d;
-	char *type = strdup(c->type);
+	struct tq_done_item d = {
+		.type = strdup(c->type),
+		.result = result,
+		.attempt = c->attempt,
+		.token = c->token,
+		.duration_ms = duration_ms,
+		.give_up_ms = tq_now_ms() + (int64_t)pool->cfg->lease_s * 1000,
+	};
 
-	if (!type) {
+	memcpy(d.id, c->id, sizeof(d.id));
+	pthread_mutex_lock(&pool->lock);
+	if (!d.type || tq_doneq_push(&pool->doneq, &d)) {
+		pthread_mutex_unlock(&pool->lock);
+		free(d.type);
 		free(result);
 		return -ENOMEM;
 	}
-	pthread_mutex_lock(&pool->lock);
-	if (pool->doneq_len == pool->doneq_cap) {
-		size_t cap = pool->doneq_cap ? pool->doneq_cap * 2 : 64;
-		struct done_item *grown = realloc(pool->doneq, cap * sizeof(*grown));
-
-		if (!grown) {
-			pthread_mutex_unlock(&pool->lock);
-			free(type);
-			free(result);
-			return -ENOMEM;
-		}
-		pool->doneq = grown;
-		pool->doneq_cap = cap;
-	}
-	d = &pool->doneq[pool->doneq_len++];
-	memcpy(d->id, c->id, sizeof(d->id));
-	d->type = type;
-	d->result = result;
-	d->attempt = c->attempt;
-	d->token = c->token;
-	d->duration_ms = duration_ms;
-	d->give_up_ms = tq_now_ms() + (int64_t)pool->cfg->lease_s * 1000;
 	/* While a submitter is busy the completers only wait for its
 	 * statement to take the queue along (wait_for_rider()): wake one
 	 * for the first completion, which starts its wait, and for a full
 	 * batch, not for every one in between. */
-	if (!pool->riding || pool->doneq_len == 1 || pool->doneq_len >= COMPLETE_BATCH_MAX)
+	if (!pool->riding || pool->doneq.len == 1 || pool->doneq.len >= COMPLETE_BATCH_MAX)
 		pthread_cond_signal(&pool->done_cv);
 	pthread_mutex_unlock(&pool->lock);
 	return 0;
@@ -205,7 +182,7 @@ static int queue_done(struct tq_workers *pool, const struct tq_claim *c, char *r
 
 /* Log what became of n completions (r: the write's result) and free
  * their strings. */
-static void log_done(struct done_item *batch, size_t n, int r, const bool *written)
+static void log_done(struct tq_done_item *batch, size_t n, int r, const bool *written)
 {
 	for (size_t i = 0; i < n; i++) {
 		struct tq_log_fields lf = TQ_LOG_FIELDS_INIT;
@@ -228,18 +205,7 @@ static void log_done(struct done_item *batch, size_t n, int r, const bool *writt
 	}
 }
 
-/* Move up to max queued completions to batch; lock held. */
-static size_t take_done(struct tq_workers *pool, struct done_item *batch, size_t max)
-{
-	size_t n = pool->doneq_len < max ? pool->doneq_len : max;
-
-	memcpy(batch, pool->doneq, n * sizeof(*batch));
-	memmove(pool->doneq, pool->doneq + n, (pool->doneq_len - n) * sizeof(*pool->doneq));
-	pool->doneq_len -= n;
-	return n;
-}
-
-static void done_to_store(const struct done_item *batch, size_t n, struct tq_done *done)
+static void done_to_store(const struct tq_done_item *batch, size_t n, struct tq_done *done)
 {
 	for (size_t i = 0; i < n; i++)
 		done[i] = (struct tq_done){.id = batch[i].id, .attempt = batch[i].attempt,
@@ -259,17 +225,17 @@ static bool wait_for_rider(struct tq_workers *pool)
 	until.tv_nsec += RIDE_WAIT_MS * 1000000L;
 	until.tv_sec += until.tv_nsec / 1000000000L;
 	until.tv_nsec %= 1000000000L;
-	while (pool->riding && pool->doneq_len > 0 && pool->doneq_len < COMPLETE_BATCH_MAX &&
+	while (pool->riding && pool->doneq.len > 0 && pool->doneq.len < COMPLETE_BATCH_MAX &&
 	       !pool->completer_stop &&
 	       pthread_cond_timedwait(&pool->done_cv, &pool->lock, &until) != ETIMEDOUT)
 		;
-	return pool->doneq_len > 0;
+	return pool->doneq.len > 0;
 }
 
 static void *completer_main(void *arg)
 {
 	struct tq_workers *pool = arg;
-	struct done_item *batch = calloc(COMPLETE_BATCH_MAX, sizeof(*batch));
+	struct tq_done_item *batch = calloc(COMPLETE_BATCH_MAX, sizeof(*batch));
 	struct tq_done *done = calloc(COMPLETE_BATCH_MAX, sizeof(*done));
 	bool *written = calloc(COMPLETE_BATCH_MAX, sizeof(*written));
 
@@ -284,13 +250,13 @@ static void *completer_main(void *arg)
 		size_t n;
 		int r;
 
-		while (pool->doneq_len == 0 && !pool->completer_stop)
+		while (pool->doneq.len == 0 && !pool->completer_stop)
 			pthread_cond_wait(&pool->done_cv, &pool->lock);
-		if (pool->doneq_len == 0)
+		if (pool->doneq.len == 0)
 			break;
 		if (!wait_for_rider(pool))
 			continue;
-		n = take_done(pool, batch, COMPLETE_BATCH_MAX);
+		n = tq_doneq_take(&pool->doneq, batch, COMPLETE_BATCH_MAX);
 		pthread_mutex_unlock(&pool->lock);
 
 		done_to_store(batch, n, done);
@@ -315,7 +281,7 @@ out:
 
 struct tq_ride {
 	size_t n;
-	struct done_item items[];
+	struct tq_done_item items[];
 };
 
 size_t tq_workers_ride(struct tq_workers *pool, struct tq_done *done, size_t max,
@@ -324,12 +290,12 @@ size_t tq_workers_ride(struct tq_workers *pool, struct tq_done *done, size_t max
 	struct tq_ride *ride = NULL;
 
 	pthread_mutex_lock(&pool->lock);
-	if (pool->doneq_len > 0 && max > 0) {
-		size_t n = pool->doneq_len < max ? pool->doneq_len : max;
+	if (pool->doneq.len > 0 && max > 0) {
+		size_t n = pool->doneq.len < max ? pool->doneq.len : max;
 
 		ride = malloc(sizeof(*ride) + n * sizeof(ride->items[0]));
 		if (ride)
-			ride->n = take_done(pool, ride->items, n);
+			ride->n = tq_doneq_take(&pool->doneq, ride->items, n);
 	}
 	pthread_mutex_unlock(&pool->lock);
 	*out = ride;
@@ -351,22 +317,12 @@ void tq_workers_rode(struct tq_workers *pool, struct tq_ride *ride, int rc,
 	}
 	/* not written: back to the head of the queue, for the completers */
 	pthread_mutex_lock(&pool->lock);
-	if (pool->doneq_len + ride->n > pool->doneq_cap) {
-		size_t cap = pool->doneq_len + ride->n;
-		struct done_item *grown = realloc(pool->doneq, cap * sizeof(*grown));
-
-		if (!grown) {
-			pthread_mutex_unlock(&pool->lock);
-			log_done(ride->items, ride->n, -ENOMEM, written);
-			free(ride);
-			return;
-		}
-		pool->doneq = grown;
-		pool->doneq_cap = cap;
+	if (tq_doneq_unshift(&pool->doneq, ride->items, ride->n)) {
+		pthread_mutex_unlock(&pool->lock);
+		log_done(ride->items, ride->n, -ENOMEM, written);
+		free(ride);
+		return;
 	}
-	memmove(pool->doneq + ride->n, pool->doneq, pool->doneq_len * sizeof(*pool->doneq));
-	memcpy(pool->doneq, ride->items, ride->n * sizeof(*pool->doneq));
-	pool->doneq_len += ride->n;
 	pthread_cond_broadcast(&pool->done_cv);
 	pthread_mutex_unlock(&pool->lock);
 	free(ride);
@@ -856,6 +812,7 @@ int tq_workers_start(struct tq_workers **out, const struct tq_config *cfg,
 		free(pool);
 		return -ENOMEM;
 	}
+	tq_doneq_init(&pool->doneq, COMPLETE_BATCH_MAX);
 	pthread_mutex_init(&pool->lock, NULL);
 	pthread_condattr_init(&attr);
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
@@ -1076,7 +1033,7 @@ int tq_workers_stop(struct tq_workers *pool, int grace_s)
 	pthread_cond_destroy(&pool->slot_cv);
 	pthread_cond_destroy(&pool->done_cv);
 	pthread_mutex_destroy(&pool->lock);
-	free(pool->doneq);
+	tq_doneq_free(&pool->doneq);
 	free(pool->runq);
 	free(pool->w);
 	free(pool);
