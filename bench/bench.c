@@ -5,16 +5,14 @@
  *   taskq-bench report --out FILE PART...  merge JSON parts, print the table
  *
  * Scenarios: burst, bulk, steady, idle, idlecost, memory (see
- * docs/PERFORMANCE.md).  Submissions go over N threads, each with one
- * libcurl easy handle and so one keep-alive connection.  Times of the jobs
+ * docs/PERFORMANCE.md).  Submissions go over N keep-alive connections,
+ * driven by one thread (client.c).  Times of the jobs
  * come from the database (created_at, started_at, completed_at: the
  * database clock); the client's clock (same host) times the requests and
  * the first submission of a burst.
  */
 #include <errno.h>
 #include <getopt.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,16 +20,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
-
 #include "bench.h"
+#include "client.h"
 
 #define BENCH_BODY_MAX (4L << 20)
-#define BENCH_MAX_CONNS 1024
+#define BENCH_MAX_CONNS TQ_CLIENT_MAX_CONNS
 #define BENCH_MAX_BATCH 1000
 #define BENCH_MAX_JOBS 100000000L
 #define BENCH_POLL_S 0.05
-#define BENCH_REQUEST_TIMEOUT_MS 60000L
+#define BENCH_REQUEST_TIMEOUT_S 60.0
 
 struct opts {
 	const char *url;      /* http://127.0.0.1:PORT */
@@ -57,105 +54,31 @@ struct opts {
 	bool quick;
 };
 
-/* One keep-alive HTTP connection. */
-struct http {
-	CURL *h;
-	struct curl_slist *hdr;
-	char *buf;
-	size_t len;
-};
-
-static size_t http_write(char *p, size_t sz, size_t nm, void *arg)
-{
-	struct http *c = arg;
-	size_t n = sz * nm;
-	char *nb;
-
-	if (c->len + n + 1 > (size_t)BENCH_BODY_MAX)
-		return n; /* keep the start; the rest is not needed */
-	nb = realloc(c->buf, c->len + n + 1);
-	if (!nb)
-		return 0;
-	c->buf = nb;
-	memcpy(c->buf + c->len, p, n);
-	c->len += n;
-	c->buf[c->len] = '\0';
-	return n;
-}
-
-static int http_init(struct http *c)
-{
-	memset(c, 0, sizeof(*c));
-	c->h = curl_easy_init();
-	if (!c->h)
-		return -ENOMEM;
-	c->hdr = curl_slist_append(NULL, "Content-Type: application/json");
-	if (c->hdr)
-		c->hdr = curl_slist_append(c->hdr, "Expect:");
-	if (!c->hdr)
-		return -ENOMEM;
-	curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, c->hdr);
-	curl_easy_setopt(c->h, CURLOPT_WRITEFUNCTION, http_write);
-	curl_easy_setopt(c->h, CURLOPT_WRITEDATA, c);
-	curl_easy_setopt(c->h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c->h, CURLOPT_TIMEOUT_MS, BENCH_REQUEST_TIMEOUT_MS);
-	curl_easy_setopt(c->h, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
-	curl_easy_setopt(c->h, CURLOPT_TCP_NODELAY, 1L);
-	curl_easy_setopt(c->h, CURLOPT_PROXY, "");
-	return 0;
-}
-
-static void http_free(struct http *c)
-{
-	if (c->h)
-		curl_easy_cleanup(c->h);
-	curl_slist_free_all(c->hdr);
-	free(c->buf);
-}
-
-/* POST body to url; the HTTP status, or -1 when the request failed. */
-static long http_post(struct http *c, const char *url, const char *body, size_t len)
-{
-	long status = -1;
-
-	c->len = 0;
-	curl_easy_setopt(c->h, CURLOPT_URL, url);
-	curl_easy_setopt(c->h, CURLOPT_POSTFIELDS, body);
-	curl_easy_setopt(c->h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-	if (curl_easy_perform(c->h) != CURLE_OK)
-		return -1;
-	curl_easy_getinfo(c->h, CURLINFO_RESPONSE_CODE, &status);
-	return status;
-}
-
 /* ---- load generation ---- */
 
 struct load {
 	const struct opts *o;
-	char url[512];
+	const char *path;
 	const char *marker;
 	long total;
 	int batch;        /* jobs per request; 0: POST /v1/jobs one by one */
 	double deadline;  /* mono; 0: none.  No new request after it. */
-	/* paced mode: job i is sent at t0 + i / rate */
+	/* paced mode: job i is sent at t0 + i / rate, connection k sends
+	 * i = k, k + conns, ... */
 	double rate;
 	double t0;
-	int nthreads;
-	double *lat;      /* per job: the HTTP request, s */
-	double *late;     /* per job: start behind schedule, s */
-	pthread_barrier_t bar;
-	atomic_long next;
-	atomic_long accepted, rejected, failed;
-	atomic_long last_bad_status;
-	atomic_int unsupported;
-	pthread_mutex_t lock;
-	double first_wall; /* earliest request start, wall clock */
-};
-
-struct worker {
-	struct load *l;
-	int k;
-	pthread_t th;
+	int conns;
+	long *cursor;     /* paced: connection k's next job */
+	double *lat;      /* paced, per job: the HTTP request, s */
+	double *late;     /* paced, per job: start behind schedule, s */
+	long next;        /* as fast as accepted: the next job to send */
+	char *single;     /* the body of one job */
+	size_t single_len;
+	long accepted, rejected, failed;
+	long last_bad_status;
+	bool unsupported;
+	double first_wall; /* the run's start, opening the connections
+			    * included: wall clock */
 };
 
 static const char job_fmt[] = "{\"type\":\"noop\",\"payload\":{\"b\":\"%s\"}}";
@@ -202,158 +125,113 @@ fail:
 	return NULL;
 }
 
-static void note_start(struct load *l, bool *first)
-{
-	double w;
-
-	if (!*first)
-		return;
-	*first = false;
-	w = tq_bench_wall();
-	pthread_mutex_lock(&l->lock);
-	if (l->first_wall == 0 || w < l->first_wall)
-		l->first_wall = w;
-	pthread_mutex_unlock(&l->lock);
-}
-
 static void account(struct load *l, long status, long n)
 {
 	if (status == 201) {
-		atomic_fetch_add(&l->accepted, n);
+		l->accepted += n;
 	} else if (status < 0) {
-		atomic_fetch_add(&l->failed, n);
+		l->failed += n;
 	} else {
-		atomic_fetch_add(&l->rejected, n);
-		atomic_store(&l->last_bad_status, status);
+		l->rejected += n;
+		l->last_bad_status = status;
 		if (l->batch && (status == 404 || status == 405))
-			atomic_store(&l->unsupported, 1);
+			l->unsupported = true;
 	}
 }
 
-static void sleep_until(double mono)
+/* Connection k's next request (tq_client_ops.next).  Paced: its next job
+ * at its time, tagged with the job's index.  Otherwise the next jobs of
+ * the run, now, tagged with their count. */
+static bool load_next(void *arg, int k, struct tq_client_req *r)
 {
-	struct timespec ts;
-
-	ts.tv_sec = (time_t)mono;
-	ts.tv_nsec = (long)((mono - (double)ts.tv_sec) * 1e9);
-	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
-		;
-}
-
-/* As fast as accepted: take the next jobs until none are left. */
-static void run_burst(struct worker *w, struct http *c)
-{
-	struct load *l = w->l;
+	struct load *l = arg;
 	long per = l->batch ? l->batch : 1;
-	char *single = NULL;
-	size_t single_len = 0;
-	bool first = true;
 
-	if (!l->batch)
-		single = make_body(l, 1, &single_len);
+	if (l->rate > 0) {
+		long i = l->cursor[k];
+
+		if (i >= l->total)
+			return false;
+		l->cursor[k] = i + l->conns;
+		*r = (struct tq_client_req){.body = l->single, .len = l->single_len,
+					    .not_before = l->t0 + (double)i / l->rate,
+					    .tag = i};
+		return true;
+	}
 	for (;;) {
-		long n = atomic_fetch_add(&l->next, per), cnt, st;
+		long cnt = l->total - l->next < per ? l->total - l->next : per;
+		size_t len = l->single_len;
 		char *body;
-		size_t len = 0;
 
-		if (n >= l->total || atomic_load(&l->unsupported))
-			break;
+		if (l->next >= l->total || l->unsupported)
+			return false;
 		if (l->deadline > 0 && tq_bench_mono() > l->deadline)
-			break;
-		cnt = l->total - n < per ? l->total - n : per;
-		body = single ? single : make_body(l, cnt, &len);
+			return false;
+		l->next += cnt;
+		body = l->batch ? make_body(l, cnt, &len) : l->single;
 		if (!body) {
 			account(l, -1, cnt);
 			continue;
 		}
-		note_start(l, &first);
-		st = http_post(c, l->url, body, single ? single_len : len);
-		account(l, st, cnt);
-		if (!single)
-			free(body);
+		*r = (struct tq_client_req){.body = body, .len = len, .tag = cnt};
+		return true;
 	}
-	free(single);
 }
 
-/* Paced: job i at t0 + i / rate, thread k sends i = k, k + T, ... */
-static void run_paced(struct worker *w, struct http *c)
+/* The answer to r (tq_client_ops.done). */
+static void load_done(void *arg, int k, const struct tq_client_req *r, long status,
+		      double start, double end)
 {
-	struct load *l = w->l;
-	size_t len;
-	char *body = make_body(l, 1, &len);
-	bool first = true;
-	long i;
+	struct load *l = arg;
 
-	if (!body)
+	(void)k;
+	if (l->rate > 0) {
+		l->lat[r->tag] = end - start;
+		l->late[r->tag] = start - r->not_before;
+		account(l, status, 1);
 		return;
-	for (i = w->k; i < l->total; i += l->nthreads) {
-		double sched = l->t0 + (double)i / l->rate, start, st;
-
-		sleep_until(sched);
-		start = tq_bench_mono();
-		note_start(l, &first);
-		st = (double)http_post(c, l->url, body, len);
-		l->lat[i] = tq_bench_mono() - start;
-		l->late[i] = start - sched;
-		account(l, (long)st, 1);
 	}
-	free(body);
+	account(l, status, r->tag);
+	if (r->body != l->single)
+		free((char *)r->body);
 }
 
-static void *worker_main(void *arg)
+/* Run the load on conns connections; the submission phase's wall time in
+ * *secs.  A run that cannot start counts every job as failed. */
+static void load_run(struct load *l, int conns, double *secs)
 {
-	struct worker *w = arg;
-	struct http c;
-	int r = http_init(&c);
-
-	pthread_barrier_wait(&w->l->bar);
-	if (r == 0) {
-		if (w->l->rate > 0)
-			run_paced(w, &c);
-		else
-			run_burst(w, &c);
-	}
-	http_free(&c);
-	return NULL;
-}
-
-/* Run the load on nthreads; the submission phase's wall time in *secs. */
-static int load_run(struct load *l, int nthreads, double *secs)
-{
-	struct worker *ws = calloc((size_t)nthreads, sizeof(*ws));
-	int i, started = 0, rc = 0;
+	static const struct tq_client_ops ops = {.next = load_next, .done = load_done};
+	struct tq_client_opts co = {.url = l->o->url, .path = l->path, .conns = conns,
+				    .timeout_s = BENCH_REQUEST_TIMEOUT_S};
+	char err[256] = "";
+	struct load one = *l;
 	double t;
+	int rc;
 
-	if (!ws)
-		return -ENOMEM;
-	l->nthreads = nthreads;
-	pthread_mutex_init(&l->lock, NULL);
-	pthread_barrier_init(&l->bar, NULL, (unsigned)nthreads + 1);
-	for (i = 0; i < nthreads; i++) {
-		ws[i].l = l;
-		ws[i].k = i;
-		if (pthread_create(&ws[i].th, NULL, worker_main, &ws[i])) {
-			rc = -EAGAIN;
-			break;
-		}
-		started++;
+	one.batch = 0;
+	l->conns = conns;
+	l->single = make_body(&one, 1, &l->single_len);
+	l->cursor = calloc((size_t)conns, sizeof(*l->cursor));
+	if (!l->single || !l->cursor) {
+		rc = -ENOMEM;
+		snprintf(err, sizeof(err), "out of memory");
+	} else {
+		for (int k = 0; k < conns; k++)
+			l->cursor[k] = k;
+		l->t0 = tq_bench_mono() + 0.05;
+		l->first_wall = tq_bench_wall();
+		t = tq_bench_mono();
+		rc = tq_client_run(&co, &ops, l, err, sizeof(err));
+		*secs = tq_bench_mono() - t;
 	}
 	if (rc) {
-		/* cannot happen in practice; let the started ones pass */
-		fprintf(stderr, "taskq-bench: cannot start threads\n");
-		exit(1);
+		fprintf(stderr, "taskq-bench: %s\n", err);
+		l->failed = l->total - l->accepted - l->rejected;
 	}
-	/* connections are opened lazily on the first request */
-	l->t0 = tq_bench_mono() + 0.05;
-	pthread_barrier_wait(&l->bar);
-	t = tq_bench_mono();
-	for (i = 0; i < started; i++)
-		pthread_join(ws[i].th, NULL);
-	*secs = tq_bench_mono() - t;
-	pthread_barrier_destroy(&l->bar);
-	pthread_mutex_destroy(&l->lock);
-	free(ws);
-	return rc;
+	free(l->single);
+	free(l->cursor);
+	l->single = NULL;
+	l->cursor = NULL;
 }
 
 /* ---- the database side ---- */
@@ -495,14 +373,13 @@ static void add_pcts(cJSON *obj, const char *name, double *v, size_t n, double s
 	cJSON_AddNumberToObject(j, "max", n ? v[n - 1] * scale : -1);
 }
 
-static void add_counts(cJSON *j, struct load *l)
+static void add_counts(cJSON *j, const struct load *l)
 {
-	cJSON_AddNumberToObject(j, "accepted", (double)atomic_load(&l->accepted));
-	cJSON_AddNumberToObject(j, "rejected", (double)atomic_load(&l->rejected));
-	cJSON_AddNumberToObject(j, "failed_requests", (double)atomic_load(&l->failed));
-	if (atomic_load(&l->rejected))
-		cJSON_AddNumberToObject(j, "last_bad_status",
-					(double)atomic_load(&l->last_bad_status));
+	cJSON_AddNumberToObject(j, "accepted", (double)l->accepted);
+	cJSON_AddNumberToObject(j, "rejected", (double)l->rejected);
+	cJSON_AddNumberToObject(j, "failed_requests", (double)l->failed);
+	if (l->rejected)
+		cJSON_AddNumberToObject(j, "last_bad_status", (double)l->last_bad_status);
 }
 
 static void load_init(struct ctx *x, struct load *l, const char *path,
@@ -510,7 +387,7 @@ static void load_init(struct ctx *x, struct load *l, const char *path,
 {
 	memset(l, 0, sizeof(*l));
 	l->o = &x->o;
-	snprintf(l->url, sizeof(l->url), "%s%s", x->o.url, path);
+	l->path = path;
 	l->marker = marker;
 	l->total = total;
 	l->batch = batch;
@@ -539,9 +416,9 @@ static cJSON *scenario_throughput(struct ctx *x, const char *name, long total,
 	counters_read(x, &k0);
 	cpu_read(x, &c0);
 	load_run(&l, x->o.conns, &secs);
-	if (batch && atomic_load(&l.unsupported)) {
+	if (batch && l.unsupported) {
 		cJSON_AddBoolToObject(j, "available", false);
-		cJSON_AddNumberToObject(j, "status", (double)atomic_load(&l.last_bad_status));
+		cJSON_AddNumberToObject(j, "status", (double)l.last_bad_status);
 		return j;
 	}
 	cJSON_AddBoolToObject(j, "available", true);
@@ -552,7 +429,7 @@ static cJSON *scenario_throughput(struct ctx *x, const char *name, long total,
 	add_counts(j, &l);
 	cJSON_AddNumberToObject(j, "submit_s", secs);
 	cJSON_AddNumberToObject(j, "accepted_per_s",
-				secs > 0 ? (double)atomic_load(&l.accepted) / secs : 0);
+				secs > 0 ? (double)l.accepted / secs : 0);
 	r = wait_drained(x, x->o.timeout_s);
 	cpu_read(x, &c1);
 	/* an idle backend reports its statistics within 1 s, or 10 s when
@@ -1044,7 +921,6 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	curl_global_init(CURL_GLOBAL_DEFAULT);
 	x.out = cJSON_CreateObject();
 	x.db = PQconnectdb(x.o.pg);
 	x.admin = PQconnectdb(x.o.pg_admin);
@@ -1090,6 +966,5 @@ out:
 	PQfinish(x.db);
 	PQfinish(x.admin);
 	cJSON_Delete(x.out);
-	curl_global_cleanup();
 	return rc;
 }

@@ -27,7 +27,7 @@ cmake -S "$here" -B "$build" \
 	-DTASKQ_PLUGIN_INSTALL_DIR=lib/taskq \
 	-DTASKQ_CONF_INSTALL_DIR=/etc/taskq \
 	-DTASKQ_SYSTEMD_UNIT_DIR=/lib/systemd/system \
-	-DTASKQ_TESTS=OFF >/dev/null
+	-DTASKQ_TESTS=OFF -DTASKQ_BENCH=OFF >/dev/null
 cmake --build "$build" -j "$(nproc)"
 (cd "$build" && cpack -G DEB -B "$out" >/dev/null)
 rm -rf "$out/_CPack_Packages"

@@ -6,7 +6,7 @@ set -euo pipefail
 pkgs=(
 	build-essential cmake pkg-config
 	libmicrohttpd-dev libhiredis-dev libpq-dev libcjson-dev libconfig-dev
-	uuid-dev libcurl4-openssl-dev libcmocka-dev
+	uuid-dev libcurl4-openssl-dev libcmocka-dev libhttp-parser-dev
 	postgresql-15 redis-server curl procps
 )
 
