@@ -182,9 +182,8 @@ static void want_out(struct client *cl, struct conn *c, bool on)
 		c->want_out = on;
 }
 
-static void advance(struct client *cl, struct conn *c, double now);
-
-/* The request of c ends with status (-1: failed); c is free again. */
+/* The request of c ends with status (-1: failed); c is free again, and
+ * its caller advances it. */
 static void finish(struct client *cl, struct conn *c, long status, bool keep)
 {
 	double end = tq_bench_mono();
@@ -193,7 +192,6 @@ static void finish(struct client *cl, struct conn *c, long status, bool keep)
 		conn_close(c);
 	c->state = C_FREE;
 	cl->ops->done(cl->arg, c->k, &c->req, status, c->start, end);
-	advance(cl, c, end);
 }
 
 /* Write what the socket takes; 0, or -1 when the connection failed. */
@@ -260,22 +258,25 @@ static void start(struct client *cl, struct conn *c)
 		finish(cl, c, -1, false);
 }
 
-/* c is free: take its next request, if any, and send it when due. */
+/* While c is free: take its next request, if any, and send it when due.
+ * A request that fails at once (nothing to connect to) makes c free
+ * again: the loop, not a recursion, takes the next. */
 static void advance(struct client *cl, struct conn *c, double now)
 {
-	if (c->state != C_FREE)
-		return;
-	if (!cl->ops->next(cl->arg, c->k, &c->req)) {
-		c->state = C_FINISHED;
-		conn_close(c);
-		cl->live--;
-		return;
+	while (c->state == C_FREE) {
+		if (!cl->ops->next(cl->arg, c->k, &c->req)) {
+			c->state = C_FINISHED;
+			conn_close(c);
+			cl->live--;
+			return;
+		}
+		if (c->req.not_before > now) {
+			c->state = C_WAITING;
+			return;
+		}
+		start(cl, c);
+		now = tq_bench_mono();
 	}
-	if (c->req.not_before > now) {
-		c->state = C_WAITING;
-		return;
-	}
-	start(cl, c);
 }
 
 /* Bytes (or the end of the stream, n == 0) arrived on c. */
@@ -310,19 +311,17 @@ static void on_event(struct client *cl, struct conn *c, uint32_t events)
 
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 			return;
-		if (n < 0) {
-			if (c->state == C_SENDING || c->state == C_RECEIVING)
-				finish(cl, c, -1, false);
-			else
-				conn_close(c);
-			return;
-		}
-		received(cl, c, cl->buf, (size_t)n);
-		if (c->fd < 0 || !(events & EPOLLOUT))
-			return;
+		if (n < 0 && (c->state == C_SENDING || c->state == C_RECEIVING))
+			finish(cl, c, -1, false);
+		else if (n < 0)
+			conn_close(c);
+		else
+			received(cl, c, cl->buf, (size_t)n);
 	}
-	if ((events & EPOLLOUT) && c->state == C_SENDING && send_some(cl, c) < 0)
+	if ((events & EPOLLOUT) && c->fd >= 0 && c->state == C_SENDING &&
+	    send_some(cl, c) < 0)
 		finish(cl, c, -1, false);
+	advance(cl, c, tq_bench_mono());
 }
 
 /* Start the requests that are due, fail the ones past their deadline;
@@ -340,6 +339,7 @@ static double tick(struct client *cl, double now)
 		else if ((c->state == C_SENDING || c->state == C_RECEIVING) &&
 			 c->deadline <= now)
 			finish(cl, c, -1, false);
+		advance(cl, c, now);
 		if (c->state == C_WAITING)
 			at = c->req.not_before;
 		else if (c->state == C_SENDING || c->state == C_RECEIVING)

@@ -37,6 +37,7 @@ struct server {
 	enum act acts[MAX_REQS];
 	int n_acts;
 	pthread_t th;
+	bool close_after; /* stop listening once the script is done */
 	/* seen by the server */
 	int accepted;
 	int reqs;
@@ -134,15 +135,20 @@ static void *serve(void *arg)
 		}
 		close(c);
 	}
+	if (sv->close_after) {
+		close(sv->fd);
+		sv->fd = -1;
+	}
 	return NULL;
 }
 
-static void server_start(struct server *sv, const enum act *acts, int n)
+static void server_start(struct server *sv, const enum act *acts, int n, bool close_after)
 {
 	struct sockaddr_in sa = {.sin_family = AF_INET};
 	socklen_t sl = sizeof(sa);
 
 	memset(sv, 0, sizeof(*sv));
+	sv->close_after = close_after;
 	memcpy(sv->acts, acts, (size_t)n * sizeof(*acts));
 	sv->n_acts = n;
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -157,9 +163,11 @@ static void server_start(struct server *sv, const enum act *acts, int n)
 
 static void server_stop(struct server *sv)
 {
-	shutdown(sv->fd, SHUT_RDWR);
+	if (!sv->close_after)
+		shutdown(sv->fd, SHUT_RDWR);
 	pthread_join(sv->th, NULL);
-	close(sv->fd);
+	if (sv->fd >= 0)
+		close(sv->fd);
 }
 
 /* The caller's side: n requests on connection 0, not before their time. */
@@ -219,7 +227,7 @@ static void scripted(struct server *sv, const enum act *acts, int n, struct run 
 	char err[256];
 
 	rn->n = n;
-	server_start(sv, acts, n);
+	server_start(sv, acts, n, false);
 	assert_int_equal(run(sv, rn, timeout_s, err, sizeof(err)), 0);
 	server_stop(sv);
 }
@@ -289,6 +297,61 @@ static void test_paced(void **state)
 	}
 }
 
+/* Many requests, answered or not, without an answer to wait for. */
+struct tally {
+	long left, ok, failed;
+};
+
+static bool tally_next(void *arg, int k, struct tq_client_req *r)
+{
+	struct tally *t = arg;
+
+	(void)k;
+	if (t->left == 0)
+		return false;
+	t->left--;
+	*r = (struct tq_client_req){.body = "{}", .len = 2};
+	return true;
+}
+
+static void tally_done(void *arg, int k, const struct tq_client_req *r, long status,
+		       double start, double end)
+{
+	struct tally *t = arg;
+
+	(void)k, (void)r, (void)start, (void)end;
+	if (status == 200)
+		t->ok++;
+	else
+		t->failed++;
+}
+
+static void test_server_gone_fails_the_rest(void **state)
+{
+	static const struct tq_client_ops tally_ops = {.next = tally_next,
+						       .done = tally_done};
+	enum act acts[] = {A_CLOSE};
+	struct server sv;
+	struct tally t = {.left = 50000};
+	char url[64], err[256];
+	struct tq_client_opts o = {.url = url, .path = "/", .conns = 1, .timeout_s = 30};
+	double t0;
+
+	(void)state;
+	server_start(&sv, acts, 1, true);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", sv.port);
+	/* the first is answered; the server then stops listening, and each
+	 * of the others fails at its connect at once, none waits for the
+	 * timeout */
+	t0 = tq_bench_mono();
+	assert_int_equal(tq_client_run(&o, &tally_ops, &t, err, sizeof(err)), 0);
+	assert_true(tq_bench_mono() - t0 < 25);
+	server_stop(&sv);
+	assert_int_equal(t.ok, 1);
+	assert_int_equal(t.failed, 49999);
+	assert_int_equal(t.left, 0);
+}
+
 static void test_nothing_listening(void **state)
 {
 	struct server sv = {.port = 0};
@@ -317,6 +380,7 @@ int main(void)
 		cmocka_unit_test(test_reopens_after_close_and_drop),
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_paced),
+		cmocka_unit_test(test_server_gone_fails_the_rest),
 		cmocka_unit_test(test_nothing_listening),
 	};
 
