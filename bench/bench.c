@@ -305,6 +305,7 @@ static int wait_drained(struct ctx *x, double timeout_s)
 
 struct cpu {
 	double taskqd, pg, redis;
+	double machine, steal; /* -1: unreadable */
 };
 
 /* Server counters around a run, for the per-job costs. */
@@ -343,6 +344,8 @@ static void cpu_read(const struct ctx *x, struct cpu *c)
 	c->taskqd = tq_probe_cpu_tree(x->o.taskqd);
 	c->pg = tq_probe_cpu_tree(x->o.pg_pid);
 	c->redis = tq_probe_cpu(x->o.redis_pid);
+	if (tq_probe_machine_cpu(&c->machine, &c->steal) < 0)
+		c->machine = c->steal = -1;
 }
 
 static cJSON *cpu_json(const struct cpu *a, const struct cpu *b)
@@ -352,6 +355,12 @@ static cJSON *cpu_json(const struct cpu *a, const struct cpu *b)
 	cJSON_AddNumberToObject(j, "taskqd", a->taskqd >= 0 && b->taskqd >= 0 ? b->taskqd - a->taskqd : -1);
 	cJSON_AddNumberToObject(j, "postgres", a->pg >= 0 && b->pg >= 0 ? b->pg - a->pg : -1);
 	cJSON_AddNumberToObject(j, "redis", a->redis >= 0 && b->redis >= 0 ? b->redis - a->redis : -1);
+	/* a virtual machine's CPUs taken by the hypervisor: the same code
+	 * then measures slower, and the run says so */
+	cJSON_AddNumberToObject(j, "stolen_pct",
+				a->machine >= 0 && b->machine > a->machine ?
+					100.0 * (b->steal - a->steal) / (b->machine - a->machine) :
+					-1);
 	return j;
 }
 
@@ -471,6 +480,7 @@ static cJSON *scenario_paced(struct ctx *x, const char *name, double rate,
 	const char *params[1] = {marker};
 	long total = (long)(rate * duration + 0.5), i, n;
 	double secs = 0, *start = NULL, *done = NULL, maxlate = 0;
+	struct cpu c0, c1;
 	struct load l;
 	PGresult *res;
 	int r;
@@ -482,7 +492,10 @@ static cJSON *scenario_paced(struct ctx *x, const char *name, double rate,
 	l.late = calloc((size_t)total + 1, sizeof(double));
 	if (!l.lat || !l.late)
 		goto out;
+	cpu_read(x, &c0);
 	load_run(&l, nthreads, &secs);
+	cpu_read(x, &c1);
+	cJSON_AddItemToObject(j, "cpu_s", cpu_json(&c0, &c1));
 	cJSON_AddNumberToObject(j, "rate", rate);
 	cJSON_AddNumberToObject(j, "duration_s", duration);
 	cJSON_AddNumberToObject(j, "connections", nthreads);

@@ -25,6 +25,10 @@ double tq_bench_wall(void);
  * children (plus the reaped ones, cutime/cstime), or -1 when unreadable. */
 double tq_probe_cpu(pid_t pid);
 double tq_probe_cpu_tree(pid_t pid);
+/* The whole machine's CPU time so far (/proc/stat: every CPU, every
+ * state), and the part of it the hypervisor gave to other guests
+ * (steal), in seconds; 0 or -1 when unreadable. */
+int tq_probe_machine_cpu(double *total_s, double *steal_s);
 /* Live children of pid (direct). */
 int tq_probe_children(pid_t pid);
 /* A "VmRSS"/"VmHWM" line of /proc/<pid>/status in KiB, or -1. */

@@ -140,6 +140,28 @@ double tq_probe_cpu_tree(pid_t pid)
 	return (double)sum / ticks();
 }
 
+int tq_probe_machine_cpu(double *total_s, double *steal_s)
+{
+	/* user nice system idle iowait irq softirq steal (guest time is
+	 * counted in user and nice already) */
+	unsigned long long v[8] = {0}, sum = 0;
+	FILE *f = fopen("/proc/stat", "re");
+	int n;
+
+	if (!f)
+		return -1;
+	n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
+		   &v[3], &v[4], &v[5], &v[6], &v[7]);
+	fclose(f);
+	if (n < 8)
+		return -1;
+	for (int i = 0; i < 8; i++)
+		sum += v[i];
+	*total_s = (double)sum / ticks();
+	*steal_s = (double)v[7] / ticks();
+	return 0;
+}
+
 int tq_probe_children(pid_t pid)
 {
 	return for_children(pid, NULL, NULL);

@@ -105,6 +105,21 @@ static void pcts(const cJSON *all, const char *base, const char *name,
 	}
 }
 
+static void cpu_row(const cJSON *all, const char *key)
+{
+	char p1[96], p2[96], p3[96], value[64];
+
+	snprintf(p1, sizeof(p1), "%s.cpu_s.taskqd", key);
+	snprintf(p2, sizeof(p2), "%s.cpu_s.postgres", key);
+	snprintf(p3, sizeof(p3), "%s.cpu_s.redis", key);
+	snprintf(value, sizeof(value), "%.1f / %.1f / %.1f", num(all, p1),
+		 num(all, p2), num(all, p3));
+	row("", "CPU s taskqd / postgres / redis", value, "", -1);
+	snprintf(p1, sizeof(p1), "%s.cpu_s.stolen_pct", key);
+	fmtx(value, sizeof(value), 0, num(all, p1), "%");
+	row("", "CPU taken by the hypervisor", value, "", -1);
+}
+
 /* The paced scenarios' latencies (key "steady" or "idle", or one tagged). */
 static void steady(const cJSON *all, const char *key, const char *scen)
 {
@@ -121,6 +136,7 @@ static void steady(const cJSON *all, const char *key, const char *scen)
 	pcts(all, path, "submit->complete", "", NULL, 0, NULL, 0);
 	snprintf(path, sizeof(path), "%s.http_ms", key);
 	pcts(all, path, "HTTP request", "", NULL, 0, NULL, 0);
+	cpu_row(all, key);
 }
 
 static void idle(const cJSON *all, const char *key, const char *scen)
@@ -142,18 +158,6 @@ static void idle(const cJSON *all, const char *key, const char *scen)
 		fmt(value, sizeof(value), 2, num(all, path));
 		row("", metric, value, "", -1);
 	}
-}
-
-static void cpu_row(const cJSON *all, const char *key)
-{
-	char p1[96], p2[96], p3[96], value[64];
-
-	snprintf(p1, sizeof(p1), "%s.cpu_s.taskqd", key);
-	snprintf(p2, sizeof(p2), "%s.cpu_s.postgres", key);
-	snprintf(p3, sizeof(p3), "%s.cpu_s.redis", key);
-	snprintf(value, sizeof(value), "%.1f / %.1f / %.1f", num(all, p1),
-		 num(all, p2), num(all, p3));
-	row("", "CPU s taskqd / postgres / redis", value, "", -1);
 }
 
 static void throughput(const cJSON *all, const char *key, const char *scen,
@@ -279,6 +283,10 @@ int tq_report_print(const cJSON *all)
 		snprintf(tgt, sizeof(tgt), "jobs/s, %.0f clients, autocommit",
 			 num(all, "floor.clients"));
 		row("8 floor (pgbench)", tgt, value, "", -1);
+	}
+	if (!isnan(num(all, "floor.stolen_pct"))) {
+		fmtx(value, sizeof(value), 0, num(all, "floor.stolen_pct"), "%");
+		row("", "CPU taken by the hypervisor", value, "", -1);
 	}
 	if (!isnan(num(all, "floor.ceiling_jobs_per_s"))) {
 		fmt(value, sizeof(value), 0, num(all, "floor.ceiling_jobs_per_s"));

@@ -235,16 +235,28 @@ pgbench_tps() {
 	echo "$tps"
 }
 
+# machine_cpu: the whole machine's CPU ticks so far and the hypervisor's
+# share of them (steal), from /proc/stat
+machine_cpu() {
+	awk '$1 == "cpu" { print $2+$3+$4+$5+$6+$7+$8+$9, $9; exit }' /proc/stat
+}
+
 # 8. the floor: the same SQL through pgbench, same server, same clients
 log "floor: pgbench, $conns clients, $floor_s s"
+cpu0=$(machine_cpu)
 floor_tps=$(pgbench_tps "$work/pgbench.log" "$conns" "$top/bench/floor.sql")
+cpu1=$(machine_cpu)
+floor_stolen=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN {
+	split(a, x, " "); split(b, y, " ")
+	printf "%.1f", (y[1] > x[1] ? 100 * (y[2] - x[2]) / (y[1] - x[1]) : -1) }')
 # and its batched ceiling: 100 jobs a statement, a client per CPU
 ceil_clients=$(nproc)
 log "ceiling: pgbench, 100 jobs a transaction, $ceil_clients clients, $floor_s s"
 reset_state
 ceil_tps=$(pgbench_tps "$work/pgbench-ceiling.log" "$ceil_clients" "$top/bench/ceiling.sql")
-printf '{"floor":{"jobs_per_s":%s,"clients":%d,"seconds":%d,"ceiling_jobs_per_s":%s,"ceiling_clients":%d}}\n' \
-	"$floor_tps" "$conns" "$floor_s" "$(awk -v t="$ceil_tps" 'BEGIN { printf "%.1f", t * 100 }')" \
+printf '{"floor":{"jobs_per_s":%s,"clients":%d,"seconds":%d,"stolen_pct":%s,"ceiling_jobs_per_s":%s,"ceiling_clients":%d}}\n' \
+	"$floor_tps" "$conns" "$floor_s" "$floor_stolen" \
+	"$(awk -v t="$ceil_tps" 'BEGIN { printf "%.1f", t * 100 }')" \
 	"$ceil_clients" >"$work/floor.json"
 reset_state
 
