@@ -29,6 +29,7 @@ enum act {
 	A_CLOSE,   /* 200 with "Connection: close", then closes */
 	A_DROP,    /* closes without an answer */
 	A_SILENT,  /* answers nothing; waits for the client to close */
+	A_GARBAGE, /* answers what is not HTTP, and keeps the connection */
 };
 
 struct server {
@@ -128,6 +129,9 @@ static void *serve(void *arg)
 				break;
 			case A_DROP:
 				open = false;
+				break;
+			case A_GARBAGE:
+				write_all(c, "hello, this is not HTTP\r\n\r\n");
 				break;
 			case A_SILENT: {
 				char b[64];
@@ -281,18 +285,21 @@ static void test_long_body_in_parts(void **state)
 	free(body);
 }
 
-static void test_reopens_after_close_and_drop(void **state)
+static void test_reopens_after_close_drop_and_garbage(void **state)
 {
-	enum act acts[] = {A_CLOSE, A_DROP, A_201};
+	enum act acts[] = {A_CLOSE, A_DROP, A_GARBAGE, A_201};
 	struct server sv;
 	struct run rn = {0};
 
 	(void)state;
-	scripted(&sv, acts, 3, &rn, 5);
+	scripted(&sv, acts, 4, &rn, 5);
 	assert_int_equal(rn.status[0], 200);
 	assert_int_equal(rn.status[1], -1); /* closed without an answer */
-	assert_int_equal(rn.status[2], 201);
-	assert_int_equal(sv.accepted, 3);
+	/* not HTTP: failed at once (not at the timeout), connection dropped */
+	assert_int_equal(rn.status[2], -1);
+	assert_true(rn.end[2] - rn.start[2] < 2);
+	assert_int_equal(rn.status[3], 201);
+	assert_int_equal(sv.accepted, 4);
 }
 
 static void test_timeout(void **state)
@@ -408,7 +415,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_keep_alive_and_split_answers),
 		cmocka_unit_test(test_long_body_in_parts),
-		cmocka_unit_test(test_reopens_after_close_and_drop),
+		cmocka_unit_test(test_reopens_after_close_drop_and_garbage),
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_paced),
 		cmocka_unit_test(test_server_gone_fails_the_rest),
