@@ -955,6 +955,31 @@ static void test_claim_complete_many(void **state)
 		tq_claim_free(&out[i]);
 }
 
+/* The times an insert returned are the row's, to the millisecond, as GET
+ * shows them: a claimed row's lease, a delayed row's run_at, and the
+ * statement's now() that most rows share. */
+static void assert_times_stored(const struct tq_inserted *ins)
+{
+	static const char *const cols[] = {"created_at", "run_at", "lease_expires_at"};
+	const char *got[] = {ins->created_at, ins->run_at, ins->lease_expires_at};
+	char q[256];
+
+	for (size_t c = 0; c < 3; c++) {
+		char *v;
+
+		snprintf(q, sizeof(q),
+			 "SELECT coalesce(to_char(%s AT TIME ZONE 'UTC', "
+			 "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), '') "
+			 "FROM jobs WHERE id = $1::uuid",
+			 cols[c]);
+		v = sql_text(q, ins->id);
+		assert_non_null(v);
+		if (strcmp(v, got[c]) != 0)
+			fail_msg("%s of %s: returned '%s', stored '%s'", cols[c], ins->id, got[c], v);
+		free(v);
+	}
+}
+
 /*
  * Claimed in the insert: the rows marked (and due now) are running,
  * attempt 1, with a lease, a token and the claim's payload; a marked row
@@ -1001,6 +1026,8 @@ static void test_write_claims_and_outcomes(void **state)
 				  "watch_at IS NOT NULL",
 				  ins[0].id),
 			 1);
+	for (int i = 0; i < 3; i++)
+		assert_times_stored(&ins[i]);
 
 	done[0] = (struct tq_done){.id = ins[0].id, .attempt = 1, .token = claims[0].token + 1};
 	done[1] = (struct tq_done){.id = ins[0].id, .attempt = 1, .token = claims[0].token,
