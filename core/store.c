@@ -184,7 +184,7 @@
 	"CASE WHEN status = 'running' THEN payload::text END AS payload"
 
 /*
- * Outcomes: ids the ids, map {"<id>:<claim token>": {"a": attempt, "r":
+ * Outcomes: ids the ids (uuid[]), map {"<id>:<claim token>": {"a": attempt, "r":
  * result}, ...}, st "running".  The rows are found by id = ANY (no join,
  * whose plans go wrong: see conn_connect()), and each row's entry by its
  * id and the token it holds, so that an outcome of an older claim of the
@@ -1881,12 +1881,16 @@ static bool claim_from_insert(struct tq_claim *c, const PGresult *res, int row,
 /* The parameters of a batch of n >= 1 outcomes: the ids as an array
  * literal and the entries keyed by id and claim token ("a": attempt,
  * "r": result). */
-static void done_params(const struct tq_done *done, size_t n, struct tq_buf *ids,
-			struct tq_buf *map)
+/* Outcomes as parameters: ids a binary uuid[] (core/pgarray.h), map the
+ * JSON object of COMPLETE_MANY_SQL.  0, or -ENOMEM or -EINVAL (an id
+ * that is not a UUID). */
+static int done_params(const struct tq_done *done, size_t n, struct tq_pgarray *ids,
+		       struct tq_buf *map)
 {
-	for (size_t i = 0; i < n; i++) {
-		tq_buf_puts(ids, i ? "," : "{");
-		tq_buf_puts(ids, done[i].id);
+	int rc = 0;
+
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		rc = tq_pgarray_uuid(ids, done[i].id);
 		/* ids are ours (claimed): no escaping; results are JSON
 		 * text (checked when set) */
 		tb_put_token_entry(map, done[i].id, done[i].token, done[i].attempt);
@@ -1896,8 +1900,10 @@ static void done_params(const struct tq_done *done, size_t n, struct tq_buf *ids
 		}
 		tq_buf_puts(map, "}");
 	}
-	tq_buf_puts(ids, "}");
 	tq_buf_puts(map, "}");
+	if (rc == 0)
+		rc = tq_pgarray_finish(ids);
+	return rc ? rc : map->failed ? -ENOMEM : 0;
 }
 
 /* written[i] for each outcome among the rows of res that have a token
@@ -1969,8 +1975,8 @@ static int put_row(struct tq_pgarray *col, const struct tq_write *w, size_t i)
 
 int tq_store_write(struct tq_store *s, struct tq_write *w)
 {
-	struct tq_pgarray col[NCOLS];
-	struct tq_buf ids = {0}, map = {0};
+	struct tq_pgarray col[NCOLS], ids;
+	struct tq_buf map = {0};
 	const char *values[NCOLS + 6];
 	int lengths[NCOLS + 6] = {0}, formats[NCOLS + 6] = {0};
 	struct params p = {.values = values, .lengths = lengths, .formats = formats};
@@ -1983,6 +1989,7 @@ int tq_store_write(struct tq_store *s, struct tq_write *w)
 	w->nclaimed = 0;
 	for (int k = 0; k < NCOLS; k++)
 		tq_pgarray_init(&col[k], col_oids[k]);
+	tq_pgarray_init(&ids, TQ_OID_UUID);
 	for (size_t i = 0; i < w->n && rc == 0; i++) {
 		tq_id_new(w->out[i].id);
 		rc = put_row(col, w, i);
@@ -1995,17 +2002,18 @@ int tq_store_write(struct tq_store *s, struct tq_write *w)
 	}
 	if (rc)
 		goto out;
-	rc = -ENOMEM;
 	if (w->ndone)
-		done_params(w->done, w->ndone, &ids, &map);
-	if (ids.failed || map.failed)
+		rc = done_params(w->done, w->ndone, &ids, &map);
+	if (rc)
 		goto out;
 	snprintf(lease, sizeof(lease), "%d", w->lease_s > 0 ? w->lease_s : 1);
 	token = new_token(s, tok);
 	values[NCOLS] = s->recheck_s;
 	values[NCOLS + 1] = lease;
 	values[NCOLS + 2] = tok;
-	values[NCOLS + 3] = ids.p;
+	values[NCOLS + 3] = ids.buf.p;
+	lengths[NCOLS + 3] = (int)ids.buf.len;
+	formats[NCOLS + 3] = 1;
 	values[NCOLS + 4] = map.p;
 	values[NCOLS + 5] = "running";
 	p.n = w->ndone ? NCOLS + 6 : NCOLS + 3;
@@ -2051,7 +2059,7 @@ out:
 	PQclear(res);
 	for (int k = 0; k < NCOLS; k++)
 		tq_pgarray_free(&col[k]);
-	tq_buf_free(&ids);
+	tq_pgarray_free(&ids);
 	tq_buf_free(&map);
 	return rc;
 }
@@ -2126,27 +2134,31 @@ out:
 int tq_store_complete_many(struct tq_store *s, const struct tq_done *done, size_t n,
 			   bool *written)
 {
-	struct tq_buf ids = {0}, map = {0};
-	const char *params[3];
+	struct tq_pgarray ids;
+	struct tq_buf map = {0};
+	const char *values[3];
+	int lengths[3] = {0}, formats[3] = {1, 0, 0};
+	const struct params p = {.n = 3, .values = values, .lengths = lengths,
+				 .formats = formats};
 	PGresult *res = NULL;
 	int rc;
 
 	if (n == 0)
 		return 0;
-	done_params(done, n, &ids, &map);
-	if (ids.failed || map.failed) {
-		rc = -ENOMEM;
+	tq_pgarray_init(&ids, TQ_OID_UUID);
+	rc = done_params(done, n, &ids, &map);
+	if (rc)
 		goto out;
-	}
-	params[0] = ids.p;
-	params[1] = map.p;
-	params[2] = "running";
-	res = store_exec(s, ST_COMPLETE_MANY, 3, params, &rc);
+	values[0] = ids.buf.p;
+	lengths[0] = (int)ids.buf.len;
+	values[1] = map.p;
+	values[2] = "running";
+	res = store_exec_params(s, ST_COMPLETE_MANY, &p, &rc);
 	if (res)
 		rc = done_rows(res, 1, done, n, written);
 out:
 	PQclear(res);
-	tq_buf_free(&ids);
+	tq_pgarray_free(&ids);
 	tq_buf_free(&map);
 	return rc;
 }
