@@ -7,6 +7,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,9 +90,72 @@ double tq_probe_cpu(pid_t pid)
 	return (double)(st.utime + st.stime) / ticks();
 }
 
-/* Call fn for every process whose parent is ppid. */
-static int for_children(pid_t ppid, void (*fn)(const struct proc_stat *, void *),
-			void *arg)
+/* Whether /proc/<pid>/task/<tid>/children exists (CONFIG_PROC_CHILDREN). */
+static bool children_listed(void)
+{
+	static int known; /* 0 unknown, 1 yes, -1 no */
+	char path[64];
+
+	if (!known) {
+		snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)getpid(),
+			 (int)getpid());
+		known = access(path, R_OK) == 0 ? 1 : -1;
+	}
+	return known > 0;
+}
+
+/* fn for the process pid if ppid is its parent; 1 if it was, else 0. */
+static int visit(pid_t pid, pid_t ppid, void (*fn)(const struct proc_stat *, void *),
+		 void *arg)
+{
+	struct proc_stat st;
+
+	if (read_stat(pid, &st) || st.ppid != ppid)
+		return 0;
+	if (fn)
+		fn(&st, arg);
+	return 1;
+}
+
+/* The children each of ppid's threads forked, as the kernel lists them:
+ * a few files instead of every process's stat. */
+static int list_children(pid_t ppid, void (*fn)(const struct proc_stat *, void *),
+			 void *arg)
+{
+	char path[64];
+	struct dirent *de;
+	DIR *d;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)ppid);
+	d = opendir(path);
+	if (!d)
+		return -errno;
+	while ((de = readdir(d))) {
+		char file[96], *end;
+		long pid, tid;
+		FILE *f;
+
+		errno = 0;
+		tid = strtol(de->d_name, &end, 10);
+		if (errno || *end || tid <= 0)
+			continue;
+		snprintf(file, sizeof(file), "/proc/%d/task/%ld/children", (int)ppid, tid);
+		f = fopen(file, "re");
+		if (!f)
+			continue; /* the thread has ended */
+		while (fscanf(f, "%ld", &pid) == 1)
+			if (pid > 0)
+				n += visit((pid_t)pid, ppid, fn, arg);
+		fclose(f);
+	}
+	closedir(d);
+	return n;
+}
+
+/* Every process's stat, for kernels without the children files. */
+static int scan_children(pid_t ppid, void (*fn)(const struct proc_stat *, void *),
+			 void *arg)
 {
 	struct dirent *de;
 	DIR *d = opendir("/proc");
@@ -100,7 +164,6 @@ static int for_children(pid_t ppid, void (*fn)(const struct proc_stat *, void *)
 	if (!d)
 		return -errno;
 	while ((de = readdir(d))) {
-		struct proc_stat st;
 		char *end;
 		long pid;
 
@@ -110,14 +173,17 @@ static int for_children(pid_t ppid, void (*fn)(const struct proc_stat *, void *)
 		pid = strtol(de->d_name, &end, 10);
 		if (errno || *end || pid <= 0)
 			continue;
-		if (read_stat((pid_t)pid, &st) || st.ppid != ppid)
-			continue;
-		n++;
-		if (fn)
-			fn(&st, arg);
+		n += visit((pid_t)pid, ppid, fn, arg);
 	}
 	closedir(d);
 	return n;
+}
+
+/* Call fn for every process whose parent is ppid; how many, or -errno. */
+static int for_children(pid_t ppid, void (*fn)(const struct proc_stat *, void *),
+			void *arg)
+{
+	return children_listed() ? list_children(ppid, fn, arg) : scan_children(ppid, fn, arg);
 }
 
 static void add_cpu(const struct proc_stat *st, void *arg)
