@@ -1878,12 +1878,10 @@ static bool claim_from_insert(struct tq_claim *c, const PGresult *res, int row,
 	return false;
 }
 
-/* The parameters of a batch of n >= 1 outcomes: the ids as an array
- * literal and the entries keyed by id and claim token ("a": attempt,
- * "r": result). */
-/* Outcomes as parameters: ids a binary uuid[] (core/pgarray.h), map the
- * JSON object of COMPLETE_MANY_SQL.  0, or -ENOMEM or -EINVAL (an id
- * that is not a UUID). */
+/* The parameters of a batch of n >= 1 outcomes: ids a binary uuid[]
+ * (core/pgarray.h), map the entries keyed by id and claim token ("a":
+ * attempt, "r": result) of COMPLETE_MANY_SQL.  0, or -ENOMEM, or -EINVAL
+ * (an id that is not a UUID). */
 static int done_params(const struct tq_done *done, size_t n, struct tq_pgarray *ids,
 		       struct tq_buf *map)
 {
