@@ -2,7 +2,8 @@
  * test_probe.c - the benchmark's reading of a process tree from /proc:
  * the children a process forked from any of its threads, found through
  * the kernel's lists and through the scan of every process alike, and
- * their CPU time added to the parent's.
+ * their CPU time added to the parent's; the machine's CPU time and the
+ * hypervisor's share of it.
  *
  * probe.c is included whole, so that both ways of finding children (the
  * second is the one for kernels without the lists) can be checked.
@@ -169,6 +170,24 @@ static void test_cpu_tree_adds_children(void **state)
 	close(ready_fd[1]);
 }
 
+/* The machine's CPU time advances with the clock on every CPU, idle or
+ * not; the hypervisor's share of it is a part of it. */
+static void test_machine_cpu(void **state)
+{
+	double t0, s0, t1, s1;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+	(void)state;
+	assert_int_equal(tq_probe_machine_cpu(&t0, &s0), 0);
+	usleep(200000);
+	assert_int_equal(tq_probe_machine_cpu(&t1, &s1), 0);
+	assert_true(s0 >= 0 && s0 <= t0);
+	assert_true(s1 >= s0 && s1 <= t1);
+	/* 0.2 s on each CPU, less a tick's rounding on either reading */
+	if (t1 - t0 < 0.15 * (double)(ncpu > 0 ? ncpu : 1))
+		fail_msg("machine CPU time grew %.3f s in 0.2 s on %ld CPUs", t1 - t0, ncpu);
+}
+
 /* Nothing to find under a process that does not exist. */
 static void test_no_such_process(void **state)
 {
@@ -182,6 +201,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_children_of_every_thread),
 		cmocka_unit_test(test_cpu_tree_adds_children),
+		cmocka_unit_test(test_machine_cpu),
 		cmocka_unit_test(test_no_such_process),
 	};
 
