@@ -853,6 +853,36 @@ struct params {
 };
 
 /*
+ * A migration applied while this connection holds prepared statements
+ * (by another node, or by an operator) may change the type of a column
+ * a statement returns, as 007 did for status.  PostgreSQL keeps the
+ * result type a statement was prepared with and refuses it at every
+ * execution from then on (feature_not_supported, "cached plan must not
+ * change result type"), on every connection that prepared it.  Outside
+ * a transaction block the refused statement did nothing: forget this
+ * connection's statements, so that each is prepared again on its next
+ * use.  true when the statement may be run again.
+ */
+static bool conn_replan(struct store_conn *c, const PGresult *failed, const char *what)
+{
+	const char *st = PQresultErrorField(failed, PG_DIAG_SQLSTATE);
+	PGresult *res;
+	bool ok;
+
+	if (!st || strcmp(st, "0A000") != 0 || PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+		return false;
+	res = PQexec(c->pg, "DEALLOCATE ALL");
+	ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+	PQclear(res);
+	if (!ok)
+		return false;
+	c->prepared = 0;
+	tq_warn("store %s: the schema changed since this connection prepared its "
+		"statements; preparing them again", what);
+	return true;
+}
+
+/*
  * Run a prepared statement.  Returns the result (caller PQclear()s) or
  * NULL with *rc set.
  */
@@ -861,14 +891,22 @@ static PGresult *conn_exec_params(struct tq_store *s, struct store_conn *c, int 
 {
 	PGresult *res;
 	ExecStatusType es;
+	bool replanned = false;
 
-	*rc = conn_ensure_prepared(s, c, id);
-	if (*rc)
-		return NULL;
-	res = PQexecPrepared(c->pg, stmts[id].name, p->n, p->values, p->lengths,
-			     p->formats, 0);
-	es = PQresultStatus(res);
-	if (es != PGRES_COMMAND_OK && es != PGRES_TUPLES_OK) {
+	for (;;) {
+		*rc = conn_ensure_prepared(s, c, id);
+		if (*rc)
+			return NULL;
+		res = PQexecPrepared(c->pg, stmts[id].name, p->n, p->values, p->lengths,
+				     p->formats, 0);
+		es = PQresultStatus(res);
+		if (es == PGRES_COMMAND_OK || es == PGRES_TUPLES_OK)
+			break;
+		if (!replanned && res && conn_replan(c, res, stmts[id].name)) {
+			replanned = true;
+			PQclear(res);
+			continue;
+		}
 		*rc = classify(s, c, res, stmts[id].name);
 		PQclear(res);
 		return NULL;

@@ -1474,6 +1474,34 @@ static void test_killed_backends(void **state)
 	}
 }
 
+/* A migration applied by another node while this one runs can change the
+ * type of a column a prepared statement returns (007 moved status to a
+ * domain).  PostgreSQL then refuses the statement ("cached plan must not
+ * change result type") at every execution on every connection that
+ * prepared it; the store prepares it again and runs it. */
+static void test_schema_change_under_prepared(void **state)
+{
+	char id[37], *type;
+	struct tq_job_spec spec;
+	int i;
+
+	spec_init(&spec, "schema", "{}");
+	/* every connection prepares and runs the insert */
+	for (i = 0; i < 3 * POOL_SIZE; i++)
+		insert_ok(&spec, id, 1);
+	sql_exec("ALTER TABLE jobs ALTER COLUMN status TYPE text");
+	for (i = 0; i < 3 * POOL_SIZE; i++)
+		insert_ok(&spec, id, 1);
+	assert_status(id, "pending");
+	/* and back, which changes the type again */
+	sql_exec("ALTER TABLE jobs ALTER COLUMN status TYPE job_status");
+	for (i = 0; i < 3 * POOL_SIZE; i++)
+		insert_ok(&spec, id, 1);
+	type = sql_text("SELECT pg_typeof(status)::text FROM jobs WHERE id = $1::uuid", id);
+	assert_string_equal(type, "job_status");
+	free(type);
+}
+
 /* next_due_ms reads the partial index of scheduled jobs: its scan counter
  * moves when the store's own statement runs.  (A backend reports its
  * statistics when it exits, so the pool is closed to read them.) */
@@ -1737,6 +1765,7 @@ int main(void)
 		cmocka_unit_test(test_bad_uuid),
 		cmocka_unit_test(test_concurrent_claims),
 		cmocka_unit_test(test_killed_backends),
+		cmocka_unit_test(test_schema_change_under_prepared),
 		cmocka_unit_test(test_next_due_uses_index),
 		cmocka_unit_test_teardown(test_pg_restart, restart_teardown),
 	};
