@@ -732,7 +732,7 @@ static char *new_job_json(const struct tq_job_spec *spec, const struct tq_insert
 		     "\"timeout_s\":%d,\"error\":null,\"result\":null,\"progress\":null,"
 		     "\"progress_message\":null,\"run_at\":\"%s\",\"lease_expires_at\":%s,"
 		     "\"created_at\":\"%s\",\"updated_at\":\"%s\",\"started_at\":%s,"
-		     "\"completed_at\":null}",
+		     "\"completed_at\":null,\"idempotency_key\":null}",
 		     ins->id, spec->type, spec->payload,
 		     ins->running ? "running" : ins->pending ? "pending" : "scheduled",
 		     spec->queue, spec->priority, ins->running ? 1 : 0, spec->max_attempts,
@@ -751,14 +751,27 @@ static enum MHD_Result answer_submit(struct MHD_Connection *conn, struct api_req
 	char location[64];
 	char *job_json;
 
+	if (rc == -EEXIST && req->spec.idempotency_key)
+		return respond_fail(conn, req, MHD_HTTP_CONFLICT, TQ_ERR_IDEMPOTENCY_KEY_REUSED,
+				    "job %s holds this idempotency key and was submitted with "
+				    "another type or payload (key \"%.100s\")",
+				    ins->id, req->spec.idempotency_key);
 	if (rc < 0)
 		return store_error(conn, req, rc == -ESHUTDOWN ? -EAGAIN : rc);
-	/* Committed: from here on the job exists whatever happens. */
+	/* Committed (or, rc 1, committed before under the same key): from
+	 * here on the job exists whatever happens. */
 	memcpy(req->job_id, ins->id, sizeof(req->job_id));
+	snprintf(location, sizeof(location), "/v1/jobs/%s", ins->id);
+	if (req->sub.job_json) {
+		/* keyed: the job as the database holds it */
+		job_json = req->sub.job_json;
+		req->sub.job_json = NULL;
+		return respond(conn, req, rc == 1 ? MHD_HTTP_OK : MHD_HTTP_CREATED, job_json,
+			       location, NULL);
+	}
 	job_json = new_job_json(&req->spec, ins);
 	if (!job_json && asprintf(&job_json, "{\"id\":\"%s\"}", ins->id) < 0)
 		return MHD_NO;
-	snprintf(location, sizeof(location), "/v1/jobs/%s", ins->id);
 	return respond(conn, req, MHD_HTTP_CREATED, job_json, location, NULL);
 }
 
@@ -802,7 +815,15 @@ static enum MHD_Result handle_submit(struct tq_api *api,
 		return respond_error(conn, req, &e, NULL);
 	if (!api->deps.submit) {
 		req->state = SUBMIT_DONE;
-		rc = tq_store_insert_many(api->deps.store, &req->spec, 1, &req->ins);
+		if (req->spec.idempotency_key) {
+			int pending = 0;
+
+			rc = tq_store_insert(api->deps.store, &req->spec, req->ins.id,
+					     &req->sub.job_json, &pending);
+			req->ins.pending = rc == 0 && pending;
+		} else {
+			rc = tq_store_insert_many(api->deps.store, &req->spec, 1, &req->ins);
+		}
 		if (rc == 0)
 			after_commit(api, &req->spec, &req->ins);
 		return answer_submit(conn, req, rc);
@@ -876,6 +897,13 @@ static enum MHD_Result handle_batch(struct tq_api *api, struct MHD_Connection *c
 			tq_api_error_set(&e, MHD_HTTP_INTERNAL_SERVER_ERROR, TQ_ERR_INTERNAL,
 					 "out of memory");
 		cJSON_free(one);
+		if (rc == 0 && specs[ready].idempotency_key) {
+			tq_job_spec_free(&specs[ready]);
+			tq_api_error_set(&e, MHD_HTTP_BAD_REQUEST, TQ_ERR_INVALID_REQUEST,
+					 "\"idempotency_key\" is not taken in a batch; submit "
+					 "such a job alone (POST /v1/jobs)");
+			rc = -EINVAL;
+		}
 		if (rc < 0) {
 			char msg[sizeof(e.message) + 32];
 
@@ -1103,6 +1131,7 @@ static void request_completed(void *cls, struct MHD_Connection *conn,
 		return;
 	if (req->state != SUBMIT_NONE)
 		tq_job_spec_free(&req->spec);
+	free(req->sub.job_json);
 	if (req->api) {
 		/* its answer is sent, or the connection is gone */
 		pthread_mutex_lock(&req->api->lock);

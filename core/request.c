@@ -43,6 +43,7 @@ void tq_job_spec_free(struct tq_job_spec *spec)
 	free(spec->type);
 	free(spec->payload);
 	free(spec->queue);
+	free(spec->idempotency_key);
 	memset(spec, 0, sizeof(*spec));
 }
 
@@ -448,6 +449,18 @@ bad:
 			 min, max);
 }
 
+/* An idempotency key: 1 to TQ_IDEMPOTENCY_KEY_MAX characters from space
+ * to "~", so that it prints in a log line and a message as it is. */
+static bool key_valid(const char *s)
+{
+	size_t n = 0;
+
+	for (; *s; s++, n++)
+		if (*s < 0x20 || *s > 0x7e || n >= TQ_IDEMPOTENCY_KEY_MAX)
+			return false;
+	return n > 0;
+}
+
 static int set_string(char **dst, const char *s, struct tq_api_error *err)
 {
 	*dst = strdup(s);
@@ -520,12 +533,20 @@ static int parse_field(const cJSON *item, int index, const char *body,
 		return 0;
 	}
 
+	if (strcmp(name, "idempotency_key") == 0) {
+		if (!cJSON_IsString(item) || !key_valid(item->valuestring))
+			return bad_field(err,
+					 "\"idempotency_key\" must be a string of 1 to %d printable ASCII characters",
+					 TQ_IDEMPOTENCY_KEY_MAX);
+		return set_string(&spec->idempotency_key, item->valuestring, err);
+	}
+
 	{
 		char quoted[TQ_TYPE_NAME_MAX + 1];
 
 		quote_name(quoted, sizeof(quoted), name);
 		return bad_field(err,
-				 "unknown field \"%s\" (allowed: type, payload, queue, priority, max_attempts, timeout_s, delay_s, run_at)",
+				 "unknown field \"%s\" (allowed: type, payload, queue, priority, max_attempts, timeout_s, delay_s, run_at, idempotency_key)",
 				 quoted);
 	}
 }

@@ -22,6 +22,7 @@
 #define TQ_ERR_METHOD_NOT_ALLOWED "METHOD_NOT_ALLOWED"
 #define TQ_ERR_UNAVAILABLE "UNAVAILABLE"
 #define TQ_ERR_CONFLICT "CONFLICT"
+#define TQ_ERR_IDEMPOTENCY_KEY_REUSED "IDEMPOTENCY_KEY_REUSED"
 #define TQ_ERR_INTERNAL "INTERNAL"
 
 struct tq_api_error {
@@ -38,6 +39,7 @@ struct tq_api_error {
 #define TQ_MAX_ATTEMPTS_LIMIT 100
 #define TQ_TIMEOUT_LIMIT_S 86400
 #define TQ_DELAY_LIMIT_S (366LL * 86400)
+#define TQ_IDEMPOTENCY_KEY_MAX 200
 
 /* A job as submitted.  Owns its strings. */
 struct tq_job_spec {
@@ -51,12 +53,14 @@ struct tq_job_spec {
 	int64_t delay_ms;
 	bool has_run_at;   /* run_at given: run at this absolute time */
 	int64_t run_at_ms; /* Unix epoch, milliseconds */
+	char *idempotency_key; /* NULL, or 1-200 printable ASCII characters */
 };
 
 /*
  * Parse a POST /v1/jobs body:
  *   {"type": str, "payload"?: any JSON, "queue"?: str, "priority"?: int,
- *    "max_attempts"?: int, "timeout_s"?: int, "delay_s"?: number | "run_at"?: RFC 3339 str}
+ *    "max_attempts"?: int, "timeout_s"?: int, "delay_s"?: number | "run_at"?: RFC 3339 str,
+ *    "idempotency_key"?: str}
  * Unknown fields are refused.  Returns 0, or -EINVAL with *err filled
  * (INVALID_JSON or INVALID_REQUEST naming the field).  On error spec is
  * left empty; on success free it with tq_job_spec_free().

@@ -83,7 +83,8 @@
 	"'created_at', " TS("created_at") ", " \
 	"'updated_at', " TS("updated_at") ", " \
 	"'started_at', " TS("started_at") ", " \
-	"'completed_at', " TS("completed_at") ")"
+	"'completed_at', " TS("completed_at") ", " \
+	"'idempotency_key', idempotency_key)"
 
 /* Newest first is by id: ids increase with the time they were made
  * (core/ids.c), and the primary key serves the order (sql/008). */
@@ -211,6 +212,7 @@ enum stmt_id {
 	ST_MIG_RECORD,
 	ST_INSERT,
 	ST_GET,
+	ST_GET_BY_KEY,
 	ST_LIST_ALL,
 	ST_LIST_STATUS,
 	ST_LIST_TYPE,
@@ -249,24 +251,33 @@ static const struct stmt stmts[ST_COUNT] = {
 		"INSERT INTO schema_migrations (version, name) "
 		"VALUES ($1::int, $2::text)"},
 	/* $8 delay ms from the database's now(), $9 absolute epoch ms,
-	 * $10 the pending recheck in seconds */
+	 * $10 the pending recheck in seconds, $11 the idempotency key or
+	 * NULL: a row whose key another row holds is not inserted, and
+	 * nothing comes back (ST_GET_BY_KEY finds that row) */
 	[ST_INSERT] = {"tq_insert",
 		"INSERT INTO jobs (id, type, payload, status, queue, priority, "
-		"max_attempts, timeout_s, run_at, watch_at) "
+		"max_attempts, timeout_s, run_at, watch_at, idempotency_key) "
 		"SELECT $1::uuid, $2::text, $3::jsonb, "
 		"CASE WHEN t.run_at > now() THEN 'scheduled' ELSE 'pending' END, "
 		"$4::text, $5::smallint, $6::int, $7::int, t.run_at, "
 		"CASE WHEN t.run_at <= now() "
-		"THEN now() + make_interval(secs => $10::int) END "
+		"THEN now() + make_interval(secs => $10::int) END, $11::text "
 		"FROM (SELECT CASE "
 		"WHEN $8::bigint IS NOT NULL "
 		"THEN now() + $8::bigint * interval '1 millisecond' "
 		"WHEN $9::bigint IS NOT NULL "
 		"THEN to_timestamp($9::bigint / 1000.0) "
 		"ELSE now() END AS run_at) t "
+		"ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL "
+		"DO NOTHING "
 		"RETURNING status, " JOB_JSON "::text"},
 	[ST_GET] = {"tq_get",
 		"SELECT " JOB_JSON "::text FROM jobs WHERE id = $1::uuid"},
+	/* the job holding key $1, and whether it was submitted with type
+	 * $2 and payload $3 */
+	[ST_GET_BY_KEY] = {"tq_get_by_key",
+		"SELECT id::text, type = $2::text AND payload = $3::jsonb, "
+		JOB_JSON "::text FROM jobs WHERE idempotency_key = $1::text"},
 	/* $1 status, $2 type: every variant takes both, so that each one
 	 * is planned for the index it can use */
 	[ST_LIST_ALL] = {"tq_list_all",
@@ -1331,14 +1342,43 @@ static int int_value(const PGresult *res, int row, int col, long *out)
 	return 0;
 }
 
+/* The job holding spec's idempotency key: 1 with its id and JSON when it
+ * was submitted with the same type and payload, -EEXIST with its id when
+ * not, -ENOENT when no job holds the key (any more). */
+static int insert_found(struct tq_store *s, const struct tq_job_spec *spec,
+			char id_out[37], char **job_json)
+{
+	const char *params[3] = {spec->idempotency_key, spec->type, spec->payload};
+	PGresult *res;
+	int rc;
+
+	res = store_exec(s, ST_GET_BY_KEY, 3, params, &rc);
+	if (!res)
+		return rc;
+	if (PQntuples(res) != 1) {
+		rc = -ENOENT;
+		goto out;
+	}
+	snprintf(id_out, 37, "%s", PQgetvalue(res, 0, 0));
+	if (strcmp(PQgetvalue(res, 0, 1), "t") != 0) {
+		rc = -EEXIST;
+		goto out;
+	}
+	*job_json = strdup(PQgetvalue(res, 0, 2));
+	rc = *job_json ? 1 : -ENOMEM;
+out:
+	PQclear(res);
+	return rc;
+}
+
 int tq_store_insert(struct tq_store *s, const struct tq_job_spec *spec,
 		    char id_out[37], char **job_json, int *is_pending)
 {
 	char prio[16], attempts[16], timeout[16], delay[32], run_at[32];
-	const char *params[10];
+	const char *params[11];
 	PGresult *res = NULL;
 	char id[37];
-	int rc;
+	int rc, tries;
 
 	*job_json = NULL;
 	*is_pending = 0;
@@ -1346,7 +1386,6 @@ int tq_store_insert(struct tq_store *s, const struct tq_job_spec *spec,
 	    spec->priority < TQ_PRIORITY_MIN || spec->priority > TQ_PRIORITY_MAX ||
 	    spec->max_attempts < 1 || spec->timeout_s < 1)
 		return -EINVAL;
-	tq_id_new(id);
 	if (snprintf(prio, sizeof(prio), "%d", spec->priority) >= (int)sizeof(prio) ||
 	    snprintf(attempts, sizeof(attempts), "%d", spec->max_attempts) >=
 		    (int)sizeof(attempts) ||
@@ -1367,11 +1406,29 @@ int tq_store_insert(struct tq_store *s, const struct tq_job_spec *spec,
 	params[7] = spec->has_delay ? delay : NULL;
 	params[8] = !spec->has_delay && spec->has_run_at ? run_at : NULL;
 	params[9] = s->recheck_s;
+	params[10] = spec->idempotency_key;
 
-	res = store_exec(s, ST_INSERT, 10, params, &rc);
+	/* A key another row holds: that row is the answer.  It can be
+	 * deleted between the insert that met it and the read (retention),
+	 * so the insert is tried again, a bounded number of times. */
+	for (tries = 0; tries < 3; tries++) {
+		tq_id_new(id);
+		res = store_exec(s, ST_INSERT, 11, params, &rc);
+		if (!res)
+			return rc;
+		if (PQntuples(res) == 1)
+			break;
+		PQclear(res);
+		res = NULL;
+		if (!spec->idempotency_key)
+			return -EIO;
+		rc = insert_found(s, spec, id_out, job_json);
+		if (rc != -ENOENT)
+			return rc;
+	}
 	if (!res)
-		return rc;
-	if (PQntuples(res) != 1 || PQgetisnull(res, 0, 1)) {
+		return -EAGAIN;
+	if (PQgetisnull(res, 0, 1)) {
 		rc = -EIO;
 		goto out;
 	}

@@ -47,9 +47,13 @@ int tq_store_ping(struct tq_store *store);
 /*
  * Insert a job from a validated spec whose max_attempts and timeout_s are
  * already resolved (non-zero).  Status is "pending", or "scheduled" with
- * delay/run_at in the future.  Returns only after COMMIT.  On success
+ * delay/run_at in the future.  Returns only after COMMIT.  On success (0)
  * *job_json (malloc'd, caller frees) is the job as GET shows it, and
  * *is_pending tells whether to dispatch it now.
+ *
+ * With spec->idempotency_key, when a job already holds the key nothing is
+ * inserted: 1 with that job's id and *job_json when it was submitted with
+ * the same type and payload (a retry), -EEXIST with its id when not.
  */
 int tq_store_insert(struct tq_store *store, const struct tq_job_spec *spec,
 		    char id_out[37], char **job_json, int *is_pending);

@@ -164,6 +164,39 @@ static void commit_batch(struct tq_submit *sub, struct tq_submission **batch, si
 		batch[i]->rc = rc;
 }
 
+/* A submission with an idempotency key, in a transaction of its own: a
+ * key is looked up against what is committed, which the rows of the same
+ * group commit are not yet (see submit.h). */
+static int insert_keyed(struct tq_submit *sub, struct tq_submission *s)
+{
+	int pending = 0, rc;
+
+	memset(s->out, 0, sizeof(*s->out));
+	rc = tq_store_insert(sub->store, s->spec, s->out->id, &s->job_json, &pending);
+	s->out->pending = rc == 0 && pending;
+	return rc;
+}
+
+/* Move the keyed submissions to the end of the batch: the number of
+ * keyless ones, which stay in their order unless keyed ones were among
+ * them. */
+static size_t keyless_first(struct tq_submission **batch, size_t n)
+{
+	size_t m = n;
+
+	for (size_t i = 0; i < m;) {
+		if (batch[i]->spec->idempotency_key) {
+			struct tq_submission *t = batch[i];
+
+			batch[i] = batch[--m];
+			batch[m] = t;
+		} else {
+			i++;
+		}
+	}
+	return m;
+}
+
 static void *committer(void *arg)
 {
 	struct tq_submit *sub = arg;
@@ -195,7 +228,12 @@ static void *committer(void *arg)
 			for (size_t i = 0; i < n; i++)
 				batch[i]->rc = -ENOMEM;
 		} else {
-			commit_batch(sub, batch, n, b);
+			size_t m = keyless_first(batch, n);
+
+			if (m)
+				commit_batch(sub, batch, m, b);
+			for (size_t i = m; i < n; i++)
+				batch[i]->rc = insert_keyed(sub, batch[i]);
 		}
 
 		/* s is its owner's again once done is called */
@@ -262,6 +300,7 @@ void tq_submit_stop(struct tq_submit *sub)
 int tq_submit_async(struct tq_submit *sub, struct tq_submission *s)
 {
 	s->rc = 0;
+	s->job_json = NULL;
 	s->next = NULL;
 	pthread_mutex_lock(&sub->lock);
 	if (sub->stopping) {

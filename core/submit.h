@@ -40,12 +40,19 @@ void tq_submit_stop(struct tq_submit *sub);
  * once, after COMMIT (rc 0, *out filled) or after the store failed (its
  * error; -EAGAIN: the database is unavailable).  From then on the
  * committer does not touch it.
+ *
+ * A spec with an idempotency key is inserted in a transaction of its own
+ * (tq_store_insert()), never claimed at submission: rc 0 with job_json the
+ * new job; 1 with job_json the job that already held the key, submitted
+ * with the same type and payload; -EEXIST when that job's differ (out->id
+ * names it).  The caller frees job_json.
  */
 struct tq_submission {
 	const struct tq_job_spec *spec; /* validated and resolved */
 	struct tq_inserted *out;
 	void (*done)(struct tq_submission *s, int rc);
 	void *arg;
+	char *job_json; /* keyed submissions only; NULL otherwise */
 	/* the committers' */
 	int rc;
 	struct tq_submission *next;

@@ -15,7 +15,7 @@ static const char *const job_fields[] = {
 	"queue",       "priority",	   "attempts",	 "max_attempts",
 	"timeout_s",   "error",		   "result",	 "progress",
 	"progress_message", "run_at",	   "lease_expires_at", "created_at",
-	"updated_at",  "started_at",	   "completed_at",
+	"updated_at",  "started_at",	   "completed_at", "idempotency_key",
 };
 
 static void assert_job_shape(const cJSON *job)
@@ -611,6 +611,131 @@ static void test_errors_change_nothing(void **state)
 	th_case_passed();
 }
 
+/* A submission with an idempotency key makes one job however often it
+ * is sent: a retry gets that job with 200, the same key with another
+ * payload gets 409 and changes nothing, and retries that race each other
+ * still make one job. */
+static void test_idempotency_key(void **state)
+{
+	static const char body[] =
+		"{\"type\":\"echo\",\"payload\":{\"n\":1},\"idempotency_key\":\"order-42\"}";
+	const char *key_param[1] = {"order-42"};
+	struct th_daemon *d = th_daemon_start(NULL);
+	struct th_async race[8];
+	struct th_resp r;
+	char id[TH_ID_LEN], loc[128], want_loc[128];
+	long long before;
+	cJSON *job;
+	int created = 0, found = 0;
+	size_t i;
+
+	(void)state;
+	th_http(d, "POST", "/v1/jobs", body, "application/json", &r);
+	assert_int_equal(r.status, 201);
+	assert_job_shape(r.json);
+	assert_string_equal(th_json_str(r.json, "idempotency_key"), "order-42");
+	snprintf(id, sizeof(id), "%s", th_json_str(r.json, "id"));
+	th_resp_free(&r);
+	job = th_wait_status(d, id, "completed", 10000);
+	cJSON_Delete(job);
+
+	/* the retry: the same job, as it is now, with 200 */
+	th_http(d, "POST", "/v1/jobs", body, "application/json", &r);
+	assert_int_equal(r.status, 200);
+	assert_job_shape(r.json);
+	assert_string_equal(th_json_str(r.json, "id"), id);
+	assert_string_equal(th_json_str(r.json, "status"), "completed");
+	assert_int_equal(th_json_int(r.json, "attempts"), 1);
+	assert_true(th_resp_header(&r, "Location", loc, sizeof(loc)));
+	snprintf(want_loc, sizeof(want_loc), "/v1/jobs/%s", id);
+	assert_string_equal(loc, want_loc);
+	th_resp_free(&r);
+
+	/* the same key for another job: refused, nothing stored */
+	before = th_jobs_count();
+	th_http(d, "POST", "/v1/jobs",
+		"{\"type\":\"echo\",\"payload\":{\"n\":2},\"idempotency_key\":\"order-42\"}",
+		"application/json", &r);
+	assert_int_equal(r.status, 409);
+	assert_string_equal(th_resp_code(&r), "IDEMPOTENCY_KEY_REUSED");
+	assert_non_null(strstr(th_json_str(r.json, "error"), id));
+	th_resp_free(&r);
+	th_http(d, "POST", "/v1/jobs",
+		"{\"type\":\"sleep\",\"payload\":{\"ms\":1},\"idempotency_key\":\"order-42\"}",
+		"application/json", &r);
+	if (r.status != 409)
+		fail_msg("another type: %ld %s", r.status, r.body);
+	th_resp_free(&r);
+	assert_int_equal(th_jobs_count(), before);
+	assert_int_equal(th_sql_long("SELECT count(*) FROM jobs WHERE idempotency_key = $1",
+				     key_param, 1), 1);
+
+	/* keys that are not keys, and keys in a batch: 400, nothing stored */
+	{
+		static const char *const bad[] = {
+			"{\"type\":\"echo\",\"idempotency_key\":\"\"}",
+			"{\"type\":\"echo\",\"idempotency_key\":\"a\\nb\"}",
+			"{\"type\":\"echo\",\"idempotency_key\":\"\\u00e9\"}",
+			"{\"type\":\"echo\",\"idempotency_key\":42}",
+			"{\"type\":\"echo\",\"idempotency_key\":null}",
+		};
+		char longer[512];
+
+		for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			th_http(d, "POST", "/v1/jobs", bad[i], "application/json", &r);
+			if (r.status != 400 || strcmp(th_resp_code(&r), "INVALID_REQUEST") != 0)
+				fail_msg("%s: %ld %s", bad[i], r.status, r.body);
+			th_resp_free(&r);
+		}
+		snprintf(longer, sizeof(longer),
+			 "{\"type\":\"echo\",\"idempotency_key\":\"%0201d\"}", 0);
+		th_http(d, "POST", "/v1/jobs", longer, "application/json", &r);
+		assert_int_equal(r.status, 400);
+		th_resp_free(&r);
+		snprintf(longer, sizeof(longer),
+			 "{\"type\":\"echo\",\"idempotency_key\":\"%0200d\"}", 0);
+		th_http(d, "POST", "/v1/jobs", longer, "application/json", &r);
+		assert_int_equal(r.status, 201);
+		th_resp_free(&r);
+		before = th_jobs_count();
+		th_http(d, "POST", "/v1/jobs/batch",
+			"{\"jobs\":[{\"type\":\"echo\"},"
+			"{\"type\":\"echo\",\"idempotency_key\":\"b-1\"}]}",
+			"application/json", &r);
+		assert_int_equal(r.status, 400);
+		assert_string_equal(th_resp_code(&r), "INVALID_REQUEST");
+		assert_non_null(strstr(th_json_str(r.json, "error"), "jobs[1]"));
+		th_resp_free(&r);
+		assert_int_equal(th_jobs_count(), before);
+	}
+
+	/* eight retries at once of a submission never seen: one job */
+	for (i = 0; i < 8; i++)
+		th_http_start(&race[i], d, "POST", "/v1/jobs",
+			      "{\"type\":\"echo\",\"payload\":{},\"idempotency_key\":\"race\"}");
+	for (i = 0; i < 8; i++) {
+		th_http_join(&race[i]);
+		if (race[i].resp.status == 201)
+			created++;
+		else if (race[i].resp.status == 200)
+			found++;
+		else
+			fail_msg("racing submission: %ld %s", race[i].resp.status,
+				 race[i].resp.body);
+	}
+	assert_int_equal(created, 1);
+	assert_int_equal(found, 7);
+	for (i = 1; i < 8; i++)
+		assert_string_equal(th_json_str(race[i].resp.json, "id"),
+				    th_json_str(race[0].resp.json, "id"));
+	for (i = 0; i < 8; i++)
+		th_resp_free(&race[i].resp);
+	key_param[0] = "race";
+	assert_int_equal(th_sql_long("SELECT count(*) FROM jobs WHERE idempotency_key = $1",
+				     key_param, 1), 1);
+	th_case_passed();
+}
+
 static int group_setup(void **state)
 {
 	(void)state;
@@ -643,6 +768,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_priority_order,
 						th_case_setup, th_case_teardown),
 		cmocka_unit_test_setup_teardown(test_errors_change_nothing,
+						th_case_setup, th_case_teardown),
+		cmocka_unit_test_setup_teardown(test_idempotency_key,
 						th_case_setup, th_case_teardown),
 	};
 

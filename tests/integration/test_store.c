@@ -1474,6 +1474,50 @@ static void test_killed_backends(void **state)
 	}
 }
 
+/* A key is held by the first job submitted with it: the same type and
+ * payload (as JSON values, whatever their spacing) find that job, another
+ * payload or type is refused with its id, and no second row is made. */
+static void test_insert_idempotency_key(void **state)
+{
+	char id[37], again[37] = "", other[37] = "", *json = NULL;
+	struct tq_job_spec spec;
+	int pending = -1;
+
+	spec_init(&spec, "keyed", "{\"n\": 1, \"s\": \"x\"}");
+	spec.idempotency_key = (char *)"k-1";
+	assert_int_equal(tq_store_insert(store, &spec, id, &json, &pending), 0);
+	assert_int_equal(pending, 1);
+	assert_non_null(strstr(json, "\"idempotency_key\" : \"k-1\""));
+	free(json);
+	json = NULL;
+
+	spec.payload = (char *)"{\"s\":\"x\",\"n\":1}";
+	assert_int_equal(tq_store_insert(store, &spec, again, &json, &pending), 1);
+	assert_string_equal(again, id);
+	assert_non_null(json);
+	assert_non_null(strstr(json, id));
+	free(json);
+	json = NULL;
+
+	spec.payload = (char *)"{\"n\": 2}";
+	assert_int_equal(tq_store_insert(store, &spec, other, &json, &pending), -EEXIST);
+	assert_string_equal(other, id);
+	assert_null(json);
+	spec.payload = (char *)"{\"n\": 1, \"s\": \"x\"}";
+	spec.type = (char *)"keyed2";
+	memset(other, 0, sizeof(other));
+	assert_int_equal(tq_store_insert(store, &spec, other, &json, &pending), -EEXIST);
+	assert_string_equal(other, id);
+	assert_int_equal(sql_long("SELECT count(*) FROM jobs WHERE idempotency_key = $1",
+				  "k-1"), 1);
+
+	/* once the job is gone, the key is free again */
+	sql_exec("DELETE FROM jobs WHERE idempotency_key = 'k-1'");
+	assert_int_equal(tq_store_insert(store, &spec, other, &json, &pending), 0);
+	assert_string_not_equal(other, id);
+	free(json);
+}
+
 /* A migration applied by another node while this one runs can change the
  * type of a column a prepared statement returns (007 moved status to a
  * domain).  PostgreSQL then refuses the statement ("cached plan must not
@@ -1765,6 +1809,7 @@ int main(void)
 		cmocka_unit_test(test_bad_uuid),
 		cmocka_unit_test(test_concurrent_claims),
 		cmocka_unit_test(test_killed_backends),
+		cmocka_unit_test(test_insert_idempotency_key),
 		cmocka_unit_test(test_schema_change_under_prepared),
 		cmocka_unit_test(test_next_due_uses_index),
 		cmocka_unit_test_teardown(test_pg_restart, restart_teardown),
