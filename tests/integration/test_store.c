@@ -1518,6 +1518,43 @@ static void test_insert_idempotency_key(void **state)
 	free(json);
 }
 
+#define KEY_RACERS 8
+static atomic_int key_created, key_found, key_other;
+
+static void *key_racer(void *p)
+{
+	struct tq_job_spec spec;
+	char id[37], *json = NULL;
+	int pending, rc;
+
+	(void)p;
+	spec_init(&spec, "keyed", "{}");
+	spec.idempotency_key = (char *)"k-race";
+	rc = tq_store_insert(store, &spec, id, &json, &pending);
+	free(json);
+	atomic_fetch_add(rc == 0 ? &key_created : rc == 1 ? &key_found : &key_other, 1);
+	return NULL;
+}
+
+/* Submissions of one key on every connection of the pool at once, each
+ * in its own transaction as two nodes' would be: one makes the job, the
+ * others wait for its commit and find it. */
+static void test_insert_idempotency_key_race(void **state)
+{
+	pthread_t t[KEY_RACERS];
+	int i;
+
+	for (i = 0; i < KEY_RACERS; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, key_racer, NULL), 0);
+	for (i = 0; i < KEY_RACERS; i++)
+		pthread_join(t[i], NULL);
+	assert_int_equal(atomic_load(&key_other), 0);
+	assert_int_equal(atomic_load(&key_created), 1);
+	assert_int_equal(atomic_load(&key_found), KEY_RACERS - 1);
+	assert_int_equal(sql_long("SELECT count(*) FROM jobs WHERE idempotency_key = $1",
+				  "k-race"), 1);
+}
+
 /* A migration applied by another node while this one runs can change the
  * type of a column a prepared statement returns (007 moved status to a
  * domain).  PostgreSQL then refuses the statement ("cached plan must not
@@ -1810,6 +1847,7 @@ int main(void)
 		cmocka_unit_test(test_concurrent_claims),
 		cmocka_unit_test(test_killed_backends),
 		cmocka_unit_test(test_insert_idempotency_key),
+		cmocka_unit_test(test_insert_idempotency_key_race),
 		cmocka_unit_test(test_schema_change_under_prepared),
 		cmocka_unit_test(test_next_due_uses_index),
 		cmocka_unit_test_teardown(test_pg_restart, restart_teardown),
