@@ -794,6 +794,38 @@ static void submit_done(struct tq_submission *s, int rc)
 	pthread_mutex_unlock(&api->lock);
 }
 
+/* The Idempotency-Key header, as the body's "idempotency_key" (either,
+ * or both when they agree).  0, or -1 with *e filled. */
+static int key_from_header(struct MHD_Connection *conn, struct tq_job_spec *spec,
+			   struct tq_api_error *e)
+{
+	const char *key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+						      "Idempotency-Key");
+
+	if (!key)
+		return 0;
+	if (!tq_idempotency_key_valid(key)) {
+		tq_api_error_set(e, MHD_HTTP_BAD_REQUEST, TQ_ERR_INVALID_REQUEST,
+				 "the Idempotency-Key header must be 1 to %d printable ASCII "
+				 "characters", TQ_IDEMPOTENCY_KEY_MAX);
+		return -1;
+	}
+	if (spec->idempotency_key) {
+		if (strcmp(spec->idempotency_key, key) == 0)
+			return 0;
+		tq_api_error_set(e, MHD_HTTP_BAD_REQUEST, TQ_ERR_INVALID_REQUEST,
+				 "the Idempotency-Key header and \"idempotency_key\" differ");
+		return -1;
+	}
+	spec->idempotency_key = strdup(key);
+	if (!spec->idempotency_key) {
+		tq_api_error_set(e, MHD_HTTP_INTERNAL_SERVER_ERROR, TQ_ERR_INTERNAL,
+				 "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
 /*
  * POST /v1/jobs.  The connection is suspended while its job waits for the
  * group commit, so that this thread serves its other connections
@@ -813,6 +845,10 @@ static enum MHD_Result handle_submit(struct tq_api *api,
 		return MHD_YES;
 	if (prepare_spec(api, req->body ? req->body : "", req->len, &req->spec, &e) < 0)
 		return respond_error(conn, req, &e, NULL);
+	if (key_from_header(conn, &req->spec, &e) < 0) {
+		tq_job_spec_free(&req->spec);
+		return respond_error(conn, req, &e, NULL);
+	}
 	if (!api->deps.submit) {
 		req->state = SUBMIT_DONE;
 		if (req->spec.idempotency_key) {
@@ -875,6 +911,12 @@ static enum MHD_Result handle_batch(struct tq_api *api, struct MHD_Connection *c
 	if (!cJSON_IsObject(root) || !cJSON_IsArray(jobs) || cJSON_GetArraySize(root) != 1) {
 		ret = respond_fail(conn, req, MHD_HTTP_BAD_REQUEST, TQ_ERR_INVALID_REQUEST,
 				   "body must be {\"jobs\": [...]} and nothing else");
+		goto out;
+	}
+	if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Idempotency-Key")) {
+		ret = respond_fail(conn, req, MHD_HTTP_BAD_REQUEST, TQ_ERR_INVALID_REQUEST,
+				   "the Idempotency-Key header is not taken by a batch; submit "
+				   "such a job alone (POST /v1/jobs)");
 		goto out;
 	}
 	n = (size_t)cJSON_GetArraySize(jobs);

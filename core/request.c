@@ -449,9 +449,7 @@ bad:
 			 min, max);
 }
 
-/* An idempotency key: 1 to TQ_IDEMPOTENCY_KEY_MAX characters from space
- * to "~", so that it prints in a log line and a message as it is. */
-static bool key_valid(const char *s)
+bool tq_idempotency_key_valid(const char *s)
 {
 	size_t n = 0;
 
@@ -534,7 +532,7 @@ static int parse_field(const cJSON *item, int index, const char *body,
 	}
 
 	if (strcmp(name, "idempotency_key") == 0) {
-		if (!cJSON_IsString(item) || !key_valid(item->valuestring))
+		if (!cJSON_IsString(item) || !tq_idempotency_key_valid(item->valuestring))
 			return bad_field(err,
 					 "\"idempotency_key\" must be a string of 1 to %d printable ASCII characters",
 					 TQ_IDEMPOTENCY_KEY_MAX);

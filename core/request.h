@@ -69,6 +69,10 @@ int tq_request_parse_job(const char *body, size_t len, struct tq_job_spec *spec,
 			 struct tq_api_error *err);
 void tq_job_spec_free(struct tq_job_spec *spec);
 
+/* An idempotency key: 1 to TQ_IDEMPOTENCY_KEY_MAX characters from space
+ * to "~", so that it prints in a log line and a message as it is. */
+bool tq_idempotency_key_valid(const char *s);
+
 /* Parse an RFC 3339 timestamp ("2026-11-28T20:49:29Z", optional fraction,
  * "Z" or "+hh:mm") into Unix milliseconds.  0 or -EINVAL. */
 int tq_parse_rfc3339_ms(const char *s, int64_t *out_ms);

@@ -1248,6 +1248,13 @@ static size_t th_on_header(char *data, size_t size, size_t nmemb, void *ud)
 int th_http(const struct th_daemon *d, const char *method, const char *path,
 	    const char *body, const char *content_type, struct th_resp *resp)
 {
+	return th_http_header(d, method, path, body, content_type, NULL, resp);
+}
+
+int th_http_header(const struct th_daemon *d, const char *method, const char *path,
+		   const char *body, const char *content_type, const char *header,
+		   struct th_resp *resp)
+{
 	struct th_buf bb = { .max = TH_BODY_MAX }, hb = { .max = TH_HEADERS_MAX };
 	struct curl_slist *hdrs = NULL, *tmp;
 	char url[1024], ct[256];
@@ -1273,6 +1280,11 @@ int th_http(const struct th_daemon *d, const char *method, const char *path,
 	tmp = curl_slist_append(hdrs, ct);
 	if (tmp)
 		hdrs = tmp;
+	if (header) {
+		tmp = curl_slist_append(hdrs, header);
+		if (tmp)
+			hdrs = tmp;
+	}
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, TH_HTTP_TIMEOUT_MS);

@@ -139,6 +139,10 @@ struct th_resp {
  */
 int th_http(const struct th_daemon *d, const char *method, const char *path,
 	    const char *body, const char *content_type, struct th_resp *resp);
+/* th_http() with one more header line ("Name: value"), or none (NULL). */
+int th_http_header(const struct th_daemon *d, const char *method, const char *path,
+		   const char *body, const char *content_type, const char *header,
+		   struct th_resp *resp);
 void th_resp_free(struct th_resp *resp);
 /* Value of header name (case-insensitive), trimmed, into buf; false when
  * absent. */

@@ -709,6 +709,42 @@ static void test_idempotency_key(void **state)
 		assert_int_equal(th_jobs_count(), before);
 	}
 
+	/* the Idempotency-Key header: the same key as the field */
+	th_http_header(d, "POST", "/v1/jobs", "{\"type\":\"echo\",\"payload\":{\"n\":1}}",
+		       "application/json", "Idempotency-Key: order-42", &r);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(th_json_str(r.json, "id"), id);
+	th_resp_free(&r);
+	th_http_header(d, "POST", "/v1/jobs", body, "application/json",
+		       "Idempotency-Key: order-42", &r);
+	assert_int_equal(r.status, 200);
+	th_resp_free(&r);
+	before = th_jobs_count();
+	{
+		static const char *const bad_headers[] = {
+			"Idempotency-Key: order-43", /* differs from the body's */
+			"Idempotency-Key: caf\xc3\xa9",
+		};
+
+		for (i = 0; i < sizeof(bad_headers) / sizeof(bad_headers[0]); i++) {
+			th_http_header(d, "POST", "/v1/jobs", body, "application/json",
+				       bad_headers[i], &r);
+			if (r.status != 400 || strcmp(th_resp_code(&r), "INVALID_REQUEST") != 0)
+				fail_msg("%s: %ld %s", bad_headers[i], r.status, r.body);
+			th_resp_free(&r);
+		}
+	}
+	th_http_header(d, "POST", "/v1/jobs/batch", "{\"jobs\":[{\"type\":\"echo\"}]}",
+		       "application/json", "Idempotency-Key: b-2", &r);
+	assert_int_equal(r.status, 400);
+	th_resp_free(&r);
+	assert_int_equal(th_jobs_count(), before);
+	th_http_header(d, "POST", "/v1/jobs", "{\"type\":\"echo\",\"payload\":{}}",
+		       "application/json", "Idempotency-Key: by-header", &r);
+	assert_int_equal(r.status, 201);
+	assert_string_equal(th_json_str(r.json, "idempotency_key"), "by-header");
+	th_resp_free(&r);
+
 	/* eight retries at once of a submission never seen: one job */
 	for (i = 0; i < 8; i++)
 		th_http_start(&race[i], d, "POST", "/v1/jobs",
