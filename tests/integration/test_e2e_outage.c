@@ -25,6 +25,8 @@ static void block_and_queue(struct th_daemon *d, const char *block_body,
 		th_submit(d, "{\"type\":\"record\",\"payload\":{}}", queued[i]);
 }
 
+#define KEYED_BODY "{\"type\":\"echo\",\"payload\":{},\"idempotency_key\":\"outage-1\"}"
+
 /* 6. POST during a PostgreSQL outage answers 503; recovery is automatic. */
 static void test_postgres_outage(void **state)
 {
@@ -60,6 +62,11 @@ static void test_postgres_outage(void **state)
 		assert_int_equal(r.status, 200);
 		th_resp_free(&r);
 	}
+	/* a keyed submission too: 503, and its key is not taken */
+	th_http(d, "POST", "/v1/jobs", KEYED_BODY, "application/json", &r);
+	assert_int_equal(r.status, 503);
+	assert_string_equal(th_resp_code(&r), "UNAVAILABLE");
+	th_resp_free(&r);
 	assert_true(th_daemon_alive(d));
 
 	th_pg_start();
@@ -94,8 +101,19 @@ static void test_postgres_outage(void **state)
 	assert_int_equal(th_json_int(job, "attempts"), 1);
 	cJSON_Delete(job);
 
-	/* 503 stored nothing: the two accepted jobs are all there is */
-	assert_int_equal(th_jobs_count(), 2);
+	/* the client's retry of the keyed submission makes its job, and a
+	 * second retry finds it */
+	th_http(d, "POST", "/v1/jobs", KEYED_BODY, "application/json", &r);
+	assert_int_equal(r.status, 201);
+	snprintf(id, sizeof(id), "%s", th_json_str(r.json, "id"));
+	th_resp_free(&r);
+	th_http(d, "POST", "/v1/jobs", KEYED_BODY, "application/json", &r);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(th_json_str(r.json, "id"), id);
+	th_resp_free(&r);
+
+	/* 503 stored nothing: the three accepted jobs are all there is */
+	assert_int_equal(th_jobs_count(), 3);
 	assert_true(th_daemon_alive(d));
 	th_case_passed();
 }
