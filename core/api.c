@@ -851,15 +851,11 @@ static enum MHD_Result handle_submit(struct tq_api *api,
 	}
 	if (!api->deps.submit) {
 		req->state = SUBMIT_DONE;
-		if (req->spec.idempotency_key) {
-			int pending = 0;
-
-			rc = tq_store_insert(api->deps.store, &req->spec, req->ins.id,
-					     &req->sub.job_json, &pending);
-			req->ins.pending = rc == 0 && pending;
-		} else {
+		if (req->spec.idempotency_key)
+			rc = tq_store_insert_one(api->deps.store, &req->spec, &req->ins,
+						 &req->sub.job_json);
+		else
 			rc = tq_store_insert_many(api->deps.store, &req->spec, 1, &req->ins);
-		}
 		if (rc == 0)
 			after_commit(api, &req->spec, &req->ins);
 		return answer_submit(conn, req, rc);

@@ -1445,6 +1445,17 @@ out:
 	return rc;
 }
 
+int tq_store_insert_one(struct tq_store *s, const struct tq_job_spec *spec,
+			struct tq_inserted *out, char **job_json)
+{
+	int pending = 0, rc;
+
+	memset(out, 0, sizeof(*out));
+	rc = tq_store_insert(s, spec, out->id, job_json, &pending);
+	out->pending = rc == 0 && pending;
+	return rc;
+}
+
 /* Run a statement keyed by one job id that returns the job's JSON: 0 with
  * *job_json (malloc'd), or -ENOENT when no row came back. */
 static int job_json_by_id(struct tq_store *s, int stmt, const char *id, char **job_json)

@@ -190,6 +190,12 @@ struct tq_inserted {
 int tq_store_insert_many(struct tq_store *store, const struct tq_job_spec *specs,
 			 size_t n, struct tq_inserted *out);
 
+/* tq_store_insert() for a submission: out->id and out->pending filled as
+ * tq_store_insert_many() fills them (never out->running: a job inserted
+ * this way is not claimed), and its answers (0, 1, -EEXIST) the same. */
+int tq_store_insert_one(struct tq_store *store, const struct tq_job_spec *spec,
+			struct tq_inserted *out, char **job_json);
+
 /* One completed attempt. */
 struct tq_done {
 	const char *id;

@@ -164,19 +164,6 @@ static void commit_batch(struct tq_submit *sub, struct tq_submission **batch, si
 		batch[i]->rc = rc;
 }
 
-/* A submission with an idempotency key, in a transaction of its own: a
- * key is looked up against what is committed, which the rows of the same
- * group commit are not yet (see submit.h). */
-static int insert_keyed(struct tq_submit *sub, struct tq_submission *s)
-{
-	int pending = 0, rc;
-
-	memset(s->out, 0, sizeof(*s->out));
-	rc = tq_store_insert(sub->store, s->spec, s->out->id, &s->job_json, &pending);
-	s->out->pending = rc == 0 && pending;
-	return rc;
-}
-
 /* Move the keyed submissions to the end of the batch: the number of
  * keyless ones, which stay in their order unless keyed ones were among
  * them. */
@@ -232,8 +219,13 @@ static void *committer(void *arg)
 
 			if (m)
 				commit_batch(sub, batch, m, b);
+			/* each keyed one in a transaction of its own: a key
+			 * is looked up against what is committed, which the
+			 * rows of this group commit are not yet */
 			for (size_t i = m; i < n; i++)
-				batch[i]->rc = insert_keyed(sub, batch[i]);
+				batch[i]->rc = tq_store_insert_one(sub->store, batch[i]->spec,
+								   batch[i]->out,
+								   &batch[i]->job_json);
 		}
 
 		/* s is its owner's again once done is called */

@@ -42,7 +42,7 @@ void tq_submit_stop(struct tq_submit *sub);
  * committer does not touch it.
  *
  * A spec with an idempotency key is inserted in a transaction of its own
- * (tq_store_insert()), never claimed at submission: rc 0 with job_json the
+ * (tq_store_insert_one()), never claimed at submission: rc 0 with job_json the
  * new job; 1 with job_json the job that already held the key, submitted
  * with the same type and payload; -EEXIST when that job's differ (out->id
  * names it).  The caller frees job_json.
